@@ -1,0 +1,250 @@
+"""The contracts between the harness, tasks and methods.
+
+A Task owns the data, the architecture split into gradient-isolated modules (a ``ModularEncoder``) and the
+evaluation protocol. A Method owns the losses, the heads, the optimiser and the gradient flow. Neither
+imports the other; ``bench.execute.execute`` joins them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Harness-level training settings (section ``train``); the same for every method."""
+
+    epochs: int = 2
+    """Epochs over the pretraining split (per phase for multi-phase methods)."""
+    steps_per_epoch: int = 0
+    """Steps per epoch; 0 = one pass over the pretraining split (last partial batch dropped)."""
+    batch_size: int = 32
+    """Samples per step."""
+    warmup_steps: int = 2
+    """Steps excluded from the throughput measurement."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every this many steps (and at the end of each epoch)."""
+    val_batches: int = 0
+    """Batches of the task's validation split for a per-epoch validation loss (0 = none)."""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 = torch's default."""
+    amp: Literal["off", "bf16"] = "off"
+    """Autocast precision for the training forward passes."""
+    channels_last: bool = False
+    """Use the channels-last memory format for image encoders."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Linear-probe settings (section ``eval``)."""
+
+    all_modules: bool = False
+    """Probe every module's representation, not only the last one."""
+    epochs: int = 30
+    """Probe training epochs over the cached features."""
+    batch_size: int = 256
+    lrs: tuple[float, ...] = (1e-3,)
+    """Probe learning rates (Adam); with more than one, the best on the validation split is used."""
+    val_fraction: float = 0.2
+    """Deterministic share of the probe's training data held out to choose the learning rate."""
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Batch:
+    """A training batch already on the device: inputs and the labels the task provides."""
+
+    x: torch.Tensor
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class ModuleOutput:
+    """What one gradient-isolated module produced.
+
+    ``z`` goes on to the next module; ``rep`` is the module's representation used by losses and probes
+    (vision: (B, C, 7, 7) patch grid; audio: (B, C, L) sequence); ``target`` is what a predictive loss on
+    this module predicts: ``rep`` itself, except for an autoregressive module, which predicts the
+    representation of the module below it (its input).
+    """
+
+    z: torch.Tensor
+    rep: torch.Tensor
+    target: torch.Tensor
+
+
+@dataclass
+class Metric:
+    """One measured value: becomes one row of ``rows.csv``."""
+
+    metric: str
+    value: float
+    module: int | None = None
+    epoch: int | None = None
+
+
+class ModularEncoder(nn.Module):
+    """An encoder split by depth into modules; ``iter_modules(detach=True)`` is the one isolation point.
+
+    Subclasses define ``blocks`` (an ``nn.ModuleList``), ``prepare(x)`` (e.g. patchify the image) and
+    ``module_output(m, z_in, z_out)`` (how module m's raw output becomes its representation and target).
+    """
+
+    blocks: nn.ModuleList
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def module_output(self, m: int, z_in: torch.Tensor, rep_in: torch.Tensor | None, z: torch.Tensor) -> ModuleOutput:
+        raise NotImplementedError
+
+    def iter_modules(self, x: torch.Tensor, detach: bool, upto: int | None = None) -> Iterator[ModuleOutput]:
+        """Run the modules in order, yielding each output before the next module runs.
+
+        With ``detach=True`` every module's input is the previous module's output detached, so no
+        gradient crosses a module boundary; a caller may back-propagate each module's loss before asking
+        for the next one, so that only one module's graph is alive at a time.
+        """
+        z = self.prepare(x)
+        rep_in = None
+        last = len(self.blocks) - 1 if upto is None else upto
+        for m in range(last + 1):
+            if detach:
+                z = z.detach()
+                rep_in = None if rep_in is None else rep_in.detach()
+            out = self.module_output(m, z, rep_in, self.blocks[m](z))
+            yield out
+            z, rep_in = out.z, out.rep
+
+    def forward_modules(self, x: torch.Tensor, detach: bool, upto: int | None = None) -> list[ModuleOutput]:
+        return list(self.iter_modules(x, detach=detach, upto=upto))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last module's representation, end to end (no detach)."""
+        return self.forward_modules(x, detach=False)[-1].rep
+
+    def describe_layers(self, m: int) -> str:
+        """A short human description of module m's layers (for ``bench describe``)."""
+        return type(self.blocks[m]).__name__
+
+
+FeatureFn = Callable[[torch.Tensor], list[torch.Tensor]]
+"""Maps a batch of inputs to one representation per module (the probes' input), without gradients."""
+
+
+class Task:
+    """Base class of tasks: data, encoder, evaluation. Register with ``@TASKS.register(name)``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    modality: ClassVar[Literal["vision", "audio"]]
+    Config: ClassVar[type]
+    label_sets: ClassVar[tuple[str, ...]] = ()
+    """Label sets the probes report, e.g. ("class",) -> metric ``class_acc``."""
+    presets: ClassVar[dict[str, dict]] = {}
+    """Preset name -> nested overrides of the sections task/train/eval."""
+    needs_data: ClassVar[bool] = True
+    """False for embedded (procedurally generated) tasks."""
+
+    def __init__(self, config: Any, data_root: Path | None, seed: int) -> None:
+        self.config = config
+        self.data_root = data_root
+        self.seed = seed
+
+    def build_encoder(self) -> ModularEncoder:
+        raise NotImplementedError
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """A batch of inputs of the training shape (for describe, memory and throughput checks)."""
+        raise NotImplementedError
+
+    def pretrain_split(self, supervised: bool) -> str:
+        """The split a method pretrains on: unlabelled data for self-supervised methods."""
+        return "train"
+
+    def split_size(self, split: str) -> int:
+        raise NotImplementedError
+
+    def batch(
+        self, split: str, indices: torch.Tensor, device: torch.device, generator: torch.Generator, augment: bool
+    ) -> Batch:
+        """The samples ``indices`` of ``split`` as a Batch on ``device``, augmented with ``generator``."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, features: FeatureFn, cfg: EvalConfig, modules: list[int], device: torch.device, seed: int
+    ) -> list[Metric]:
+        """Train and test the probes on the representations of ``modules``; return accuracy metrics."""
+        raise NotImplementedError
+
+    def check_data(self) -> None:
+        """Raise a DataError saying what is missing and how to get it, before any training starts."""
+
+
+class Method:
+    """Base class of methods: losses, heads, optimiser, gradient flow. Register with ``@METHODS.register``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    Config: ClassVar[type]
+    supervised: ClassVar[bool] = False
+    """Pretrains on labelled data (batches carry labels)."""
+    trains: ClassVar[bool] = True
+    """False for methods without a training phase (random init, hand-made features)."""
+    presets: ClassVar[dict[str, dict[str, dict]]] = {}
+    """Preset name -> modality ("vision", "audio" or "any") -> nested overrides of any section."""
+
+    @classmethod
+    def overrides(cls, preset: str | None, modality: str) -> dict:
+        """Overrides this method contributes for ``preset`` on a task of ``modality``."""
+        from bench.config import merge
+
+        bundle = cls.presets.get(preset or "", {})
+        return merge(bundle.get("any", {}), bundle.get(modality, {}))
+
+    def __init__(self, config: Any, encoder: ModularEncoder, task: Task, device: torch.device) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.task = task
+        self.device = device
+
+    def num_phases(self) -> int:
+        """Training phases run one after another (e.g. one per module for iterative training)."""
+        return 1
+
+    def train_step(self, batch: Batch, phase: int) -> dict[int, float]:
+        """One optimisation step; returns the loss of each trained module (module index -> loss)."""
+        raise NotImplementedError
+
+    def val_losses(self, batch: Batch, phase: int) -> dict[int, float]:
+        """Per-module validation losses on ``batch`` without updating anything (default: none)."""
+        return {}
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The representation of every module for the probes."""
+        return [out.rep for out in self.encoder.iter_modules(x, detach=True)]
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: heads and optimiser state (the encoder is saved by the harness)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def extra_metrics(self) -> list[Metric]:
+        """Method-specific metrics recorded with the run (e.g. the prediction offset in use)."""
+        return []

@@ -1,0 +1,235 @@
+"""The training loop: deterministic data order, resumable checkpoints, throughput and memory.
+
+Every step reseeds the global RNGs from (seed, global step) and draws its batch from an epoch permutation
+seeded by (seed, phase, epoch). A run resumed from a checkpoint therefore takes exactly the steps an
+uninterrupted run would have taken, and ends with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
+from bench.measure import PeakMemory, Throughput
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGTERM, SIGINT, preemption) after saving a checkpoint."""
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps, saves a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict = {}
+
+    def install(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.requested = signal.Signals(signum).name
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+@dataclass
+class Position:
+    phase: int = 0
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    done: bool = False
+
+
+@dataclass
+class TrainState:
+    position: Position = field(default_factory=Position)
+    restarts: int = 0
+    metrics: list[Metric] = field(default_factory=list)
+    loss_sums: dict[int, float] = field(default_factory=dict)
+    loss_counts: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    metrics: list[Metric]
+    restarts: int
+    steps: int
+
+
+def seed_step(seed: int, global_step: int) -> int:
+    value = (seed * 1_000_003 + global_step * 7_919 + 12_345) % (2**63 - 1)
+    torch.manual_seed(value)
+    random.seed(value)
+    np.random.seed(value % (2**32))
+    return value
+
+
+def epoch_permutation(seed: int, phase: int, epoch: int, n: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed((seed * 7_777 + phase * 1_009 + epoch) % (2**63 - 1))
+    return torch.randperm(n, generator=gen)
+
+
+def save_checkpoint(path: Path, encoder: ModularEncoder, method: Method, state: TrainState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "encoder": encoder.state_dict(),
+        "method": method.state_dict(),
+        "position": asdict(state.position),
+        "restarts": state.restarts,
+        "metrics": [asdict(m) for m in state.metrics],
+        "loss_sums": state.loss_sums,
+        "loss_counts": state.loss_counts,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, encoder: ModularEncoder, method: Method) -> TrainState | None:
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    encoder.load_state_dict(payload["encoder"])
+    method.load_state_dict(payload["method"])
+    return TrainState(
+        position=Position(**payload["position"]),
+        restarts=payload["restarts"] + 1,
+        metrics=[Metric(**m) for m in payload["metrics"]],
+        loss_sums=payload["loss_sums"],
+        loss_counts=payload["loss_counts"],
+    )
+
+
+@dataclass
+class Trainer:
+    task: Task
+    method: Method
+    encoder: ModularEncoder
+    cfg: TrainConfig
+    seed: int
+    device: torch.device
+    run_dir: Path
+    stop: StopFlag
+    quiet: bool = False
+
+    def run(self) -> TrainResult:
+        path = self.run_dir / CHECKPOINT
+        state = load_checkpoint(path, self.encoder, self.method) or TrainState()
+        pos = state.position
+        if state.restarts:
+            log.info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
+        if pos.done or not self.method.trains:
+            return TrainResult(state.metrics, state.restarts, pos.global_step)
+        split = self.task.pretrain_split(self.method.supervised)
+        n = self.task.split_size(split)
+        steps = self.steps_per_epoch(n)
+        total = self.method.num_phases() * self.cfg.epochs * steps
+        memory, speed = PeakMemory(self.device), Throughput(self.device, self.cfg.warmup_steps)
+        memory.start()
+        bar = tqdm(total=total, initial=pos.global_step, desc="train", unit="step", disable=self.quiet,
+                   dynamic_ncols=True)  # fmt: skip
+        with bar:
+            while pos.phase < self.method.num_phases():
+                while pos.epoch < self.cfg.epochs:
+                    self.run_epoch(state, split, n, steps, speed, bar, path)
+                    pos.epoch, pos.step = pos.epoch + 1, 0
+                    save_checkpoint(path, self.encoder, self.method, state)
+                pos.phase, pos.epoch = pos.phase + 1, 0
+        pos.done = True
+        metrics = state.metrics + self.measurements(memory, speed)
+        state.metrics = metrics
+        save_checkpoint(path, self.encoder, self.method, state)
+        return TrainResult(metrics, state.restarts, pos.global_step)
+
+    def steps_per_epoch(self, n: int) -> int:
+        if self.cfg.steps_per_epoch:
+            return self.cfg.steps_per_epoch
+        if n < self.cfg.batch_size:
+            raise ValueError(
+                f"the pretraining split has {n} samples, fewer than train.batch_size={self.cfg.batch_size}; "
+                "lower train.batch_size or set train.steps_per_epoch"
+            )
+        return n // self.cfg.batch_size
+
+    def run_epoch(self, state: TrainState, split: str, n: int, steps: int, speed: Throughput, bar: tqdm,
+                  path: Path) -> None:  # fmt: skip
+        pos, bs = state.position, self.cfg.batch_size
+        perm = epoch_permutation(self.seed, pos.phase, pos.epoch, n)
+        while pos.step < steps:
+            seed_step(self.seed, pos.global_step)
+            gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
+            idx = perm[(pos.step * bs + torch.arange(bs)) % n]
+            batch = self.task.batch(split, idx, self.device, gen, augment=True)
+            speed.step_begin()
+            losses = self.method.train_step(batch, pos.phase)
+            speed.step_end(len(batch))
+            for m, value in losses.items():
+                state.loss_sums[m] = state.loss_sums.get(m, 0.0) + float(value)
+                state.loss_counts[m] = state.loss_counts.get(m, 0) + 1
+            pos.step, pos.global_step = pos.step + 1, pos.global_step + 1
+            bar.update(1)
+            if pos.global_step % 10 == 1 or pos.step == steps:
+                bar.set_postfix({f"loss{m}": f"{float(v):.3f}" for m, v in losses.items()}, refresh=False)
+            if self.stop.requested:
+                save_checkpoint(path, self.encoder, self.method, state)
+                raise Interrupted(f"stopped by {self.stop.requested} at step {pos.global_step}; checkpoint saved")
+            if pos.global_step % self.cfg.checkpoint_every == 0:
+                save_checkpoint(path, self.encoder, self.method, state)
+        self.close_epoch(state)
+
+    def close_epoch(self, state: TrainState) -> None:
+        """Record the epoch's mean training loss per module, and the validation loss if asked for."""
+        pos = state.position
+        epoch = pos.phase * self.cfg.epochs + pos.epoch
+        for m in sorted(state.loss_sums):
+            mean = state.loss_sums[m] / max(1, state.loss_counts[m])
+            state.metrics.append(Metric("train_loss", mean, module=m, epoch=epoch))
+            log.info("phase %d epoch %d module %d train_loss %.4f", pos.phase, pos.epoch, m, mean)
+        state.loss_sums, state.loss_counts = {}, {}
+        for m, value in self.validation_losses(pos.phase).items():
+            state.metrics.append(Metric("val_loss", value, module=m, epoch=epoch))
+            log.info("phase %d epoch %d module %d val_loss %.4f", pos.phase, pos.epoch, m, value)
+
+    def validation_losses(self, phase: int) -> dict[int, float]:
+        split = getattr(self.task, "validation_split", lambda: None)()
+        if not self.cfg.val_batches or split is None:
+            return {}
+        n, bs = self.task.split_size(split), self.cfg.batch_size
+        sums: dict[int, float] = {}
+        for b in range(self.cfg.val_batches):
+            seed_step(self.seed, 10**9 + b)  # the same negatives and crops every epoch
+            gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
+            idx = (b * bs + torch.arange(bs)) % n
+            batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
+            for m, v in self.method.val_losses(batch, phase).items():
+                sums[m] = sums.get(m, 0.0) + float(v) / self.cfg.val_batches
+        return sums
+
+    def measurements(self, memory: PeakMemory, speed: Throughput) -> list[Metric]:
+        out = [Metric("peak_mem_bytes", float(memory.peak_bytes()))]
+        if speed.samples_per_s is not None:
+            out.append(Metric("samples_per_s", speed.samples_per_s))
+            out.append(Metric("s_per_step", speed.s_per_step or 0.0))
+        return out

@@ -1,0 +1,4 @@
+"""Tasks register themselves on import; one line per plugin (registry names match file names)."""
+
+from tasks import cifar10  # noqa: F401
+from tasks import synthetic_textures  # noqa: F401
