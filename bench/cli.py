@@ -109,10 +109,18 @@ def extra_commands() -> list[Callable]:
     return registers
 
 
+def console_filter(record: logging.LogRecord) -> bool:
+    """The terminal shows warnings, and the run-level messages of ``bench.run``; run.log has everything."""
+    if str(record.msg).startswith("Logging is written both"):  # submitit's debug-executor notice
+        return False
+    return record.levelno >= logging.WARNING or record.name == "bench.run"
+
+
 def setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(logging.Formatter("bench: %(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.addFilter(console_filter)
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -23,20 +23,26 @@ def data_root(root: Path | None) -> Path:
     return Path(root) if root is not None else DEFAULT_DATA_ROOT
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: Path, chunk: int = 1 << 20, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None = None, quiet: bool = False) -> Path:
-    """Download ``url`` to ``dest``, resuming a partial ``dest.part``; verify ``sha256`` when given.
+def checksum_ok(path: Path, sha256: str | None, md5: str | None) -> bool:
+    if sha256 is not None and sha256_file(path) != sha256:
+        return False
+    return md5 is None or sha256_file(path, algorithm="md5") == md5
+
+
+def download(url: str, dest: Path, sha256: str | None = None, md5: str | None = None, quiet: bool = False) -> Path:
+    """Download ``url`` to ``dest``, resuming a partial ``dest.part``; verify the checksum when given.
 
     Raises DataError (never leaves a half-written ``dest``) when offline or when the checksum differs.
     """
-    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
+    if dest.is_file() and checksum_ok(dest, sha256, md5):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -58,8 +64,22 @@ def download(url: str, dest: Path, sha256: str | None = None, quiet: bool = Fals
             f"could not download {url} ({err}). If this machine is offline, fetch the file elsewhere and "
             f"put it at {dest} (a partial download is kept at {part} and resumed next time)"
         ) from None
-    if sha256 is not None and (got := sha256_file(part)) != sha256:
+    if not checksum_ok(part, sha256, md5):
         part.unlink()
-        raise DataError(f"{url} downloaded with sha256 {got}, expected {sha256}; the partial file was removed")
+        raise DataError(f"{url} downloaded with a wrong checksum (expected {sha256 or md5}); the file was removed")
     part.replace(dest)
     return dest
+
+
+def cache_dir(near: Path) -> Path:
+    """A writable cache folder: ``near/.bench_cache`` if possible, else ``~/.cache/bench``."""
+    for candidate in (near / ".bench_cache", Path.home() / ".cache" / "bench"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            probe = candidate / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+            return candidate
+        except OSError:
+            continue
+    raise DataError(f"no writable cache folder near {near} or in ~/.cache/bench")

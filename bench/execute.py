@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench import record
+from bench import progress, record
 from bench.interfaces import Metric
 from bench.measure import device_label, resolve_device
 from bench.spec import Resolved, RunSpec, resolve
@@ -38,6 +38,7 @@ class RunOutcome:
 def execute(spec: RunSpec, run_dir: Path, quiet: bool = False) -> RunOutcome:
     """Run ``spec`` in ``run_dir`` (resuming from its checkpoint if one exists) and record its rows."""
     resolved = resolve(spec)
+    progress.set_quiet(quiet)
     run_dir.mkdir(parents=True, exist_ok=True)
     record.write_config(run_dir, resolved.as_dict)
     handler = attach_log(run_dir)
@@ -45,7 +46,7 @@ def execute(spec: RunSpec, run_dir: Path, quiet: bool = False) -> RunOutcome:
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     base = provenance(resolved, started)
     try:
-        metrics, restarts = train_and_evaluate(resolved, run_dir, stop, quiet, base)
+        metrics, restarts = train_and_evaluate(resolved, run_dir, stop, base)
         status, error = record.STATUS_OK, ""
     except (Interrupted, KeyboardInterrupt) as err:
         metrics, restarts = [], None
@@ -59,14 +60,14 @@ def execute(spec: RunSpec, run_dir: Path, quiet: bool = False) -> RunOutcome:
         stop.uninstall()
     wall = time.perf_counter() - t0
     rows = make_rows(base, metrics, status, error, wall, restarts)
-    record.write_rows(run_dir, rows)
+    rows = record.read_rows(record.write_rows(run_dir, rows))
     log.info("run %s %s in %.1f s; rows in %s", resolved.run_id, status, wall, run_dir / record.ROWS_FILE)
     logging.getLogger().removeHandler(handler)
     handler.close()
     return RunOutcome(resolved.run_id, str(run_dir), status, error, rows)
 
 
-def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, quiet: bool, base: dict) -> tuple:
+def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: dict) -> tuple:
     train_cfg, spec = resolved.train, resolved.spec
     device = resolve_device(train_cfg.device)
     base["device"] = device_label(device)
@@ -81,7 +82,7 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, quiet:
         encoder = encoder.to(memory_format=torch.channels_last)
     method = resolved.method_cls(resolved.method, encoder, task, device)
     log.info("run %s: %s on %s, seed %d, device %s", resolved.run_id, spec.method, spec.task, spec.seed, device)
-    trainer = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop, quiet)
+    trainer = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop)
     result = trainer.run()
     n_modules = len(encoder.blocks)
     modules = list(range(n_modules)) if resolved.eval.all_modules else [n_modules - 1]
@@ -90,7 +91,7 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, quiet:
     last = n_modules - 1
     # The main representation's accuracy has an empty module column; other modules carry their index.
     for metric in accuracies:
-        if metric.module == last and metric.metric.endswith("_acc"):
+        if metric.module == last:
             metric.module = None
     return result.metrics + accuracies + method.extra_metrics(), result.restarts
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench import progress
+
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
 from bench.measure import PeakMemory, Throughput
 
@@ -132,14 +134,13 @@ class Trainer:
     device: torch.device
     run_dir: Path
     stop: StopFlag
-    quiet: bool = False
 
     def run(self) -> TrainResult:
         path = self.run_dir / CHECKPOINT
         state = load_checkpoint(path, self.encoder, self.method) or TrainState()
         pos = state.position
         if state.restarts:
-            log.info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
+            logging.getLogger("bench.run").info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
         if pos.done or not self.method.trains:
             return TrainResult(state.metrics, state.restarts, pos.global_step)
         split = self.task.pretrain_split(self.method.supervised)
@@ -148,8 +149,7 @@ class Trainer:
         total = self.method.num_phases() * self.cfg.epochs * steps
         memory, speed = PeakMemory(self.device), Throughput(self.device, self.cfg.warmup_steps)
         memory.start()
-        bar = tqdm(total=total, initial=pos.global_step, desc="train", unit="step", disable=self.quiet,
-                   dynamic_ncols=True)  # fmt: skip
+        bar = progress.bar(total=total, initial=pos.global_step, desc="train", unit="step")
         with bar:
             while pos.phase < self.method.num_phases():
                 while pos.epoch < self.cfg.epochs:
@@ -183,7 +183,8 @@ class Trainer:
             idx = perm[(pos.step * bs + torch.arange(bs)) % n]
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
             speed.step_begin()
-            losses = self.method.train_step(batch, pos.phase)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+                losses = self.method.train_step(batch, pos.phase)
             speed.step_end(len(batch))
             for m, value in losses.items():
                 state.loss_sums[m] = state.loss_sums.get(m, 0.0) + float(value)

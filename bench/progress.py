@@ -1,0 +1,17 @@
+"""Progress bars with ETA for long work, silenced for a whole run by ``--quiet``."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def bar(**kwargs) -> tqdm:
+    """A tqdm bar, disabled when the run is quiet."""
+    return tqdm(disable=_quiet or kwargs.pop("disable", False), dynamic_ncols=True, **kwargs)
