@@ -8,6 +8,7 @@ metrics when it succeeded, else one row with the status and the error.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: 
     base["device"] = device_label(device)
     if train_cfg.threads and device.type == "cpu":
         torch.set_num_threads(train_cfg.threads)
+    if train_cfg.deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(train_cfg.deterministic, warn_only=True)
     data_root = Path(spec.data_root).expanduser() if spec.data_root else None
     task = resolved.task_cls(resolved.task, data_root, spec.seed)
     task.check_data()

@@ -40,6 +40,9 @@ class TrainConfig:
     """Autocast precision for the training forward passes."""
     channels_last: bool = False
     """Use the channels-last memory format for image encoders."""
+    deterministic: bool = True
+    """torch.use_deterministic_algorithms: bit-identical reruns and resumes (the loss's index backward is
+    otherwise order-dependent across threads); turn off for speed on GPUs if exactness does not matter."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Batch:
 
     x: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    index: torch.Tensor | None = None
+    """Positions of the samples in their split (set by the trainer), e.g. to read a per-sample cache."""
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -206,6 +211,8 @@ class Method:
     """False for methods without a training phase (random init, hand-made features)."""
     presets: ClassVar[dict[str, dict[str, dict]]] = {}
     """Preset name -> modality ("vision", "audio" or "any") -> nested overrides of any section."""
+    work_dir: Path | None = None
+    """A folder of the run where the method may keep files (set by the trainer before training)."""
 
     @classmethod
     def overrides(cls, preset: str | None, modality: str) -> dict:

@@ -25,6 +25,9 @@ def format_summary(outcome: RunOutcome) -> str:
     head = rows[0] if rows else {}
     title = f"run {outcome.run_id}  {head.get('method', '')} on {head.get('task', '')}  seed {head.get('seed', '')}"
     lines = [title, f"status: {outcome.status}" + (" (finished earlier; reported, not recomputed)" if outcome.reused else "")]
+    restarts = int(head.get("restarts") or 0)
+    if restarts:
+        lines.append(f"resumed from a checkpoint {restarts} time(s); see run.log")
     if outcome.error:
         lines.append(f"error: {outcome.error}")
     shown = [r for r in rows if r["metric"] not in ("status", "train_loss", "val_loss")]
