@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from bench import progress, record
+from bench.aggregate import variant_from_config
 from bench.interfaces import Metric
 from bench.measure import device_label, resolve_device
 from bench.spec import Resolved, RunSpec, resolve
@@ -107,6 +108,7 @@ def provenance(resolved: Resolved, started: str) -> dict:
         "run_id": resolved.run_id,
         "experiment": spec.experiment,
         "method": spec.method,
+        "variant": variant_from_config(resolved.as_dict),
         "task": spec.task,
         "seed": spec.seed,
         "preset": spec.preset or "",

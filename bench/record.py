@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 COLUMNS = (
-    "run_id", "experiment", "method", "task", "seed", "preset", "metric", "module", "epoch", "value",
+    "run_id", "experiment", "method", "variant", "task", "seed", "preset", "metric", "module", "epoch", "value",
     "status", "error", "method_version", "task_version", "git_sha", "git_dirty", "device", "torch_version",
     "config_hash", "started_at", "wall_s", "restarts", "world_size", "batch_size", "host",
 )  # fmt: skip

@@ -1,0 +1,195 @@
+"""From raw result rows to cells: mean, std and number of seeds per (task, method, variant, metric, module).
+
+``results.csv`` (from ``bench collect``) identifies a run's configuration only by its hash. The few
+configuration choices that the paper's tables and figures tell apart (GIM's first module trained alone for
+Table 2, the iterative schedule for Figure 3) are read from the run's resolved config, ``DIR/<run_id>/
+config.yaml`` (or ``DIR/runs/<run_id>/config.yaml``), and named as a *variant*: ``""`` for a method's
+default, else ``key=value`` pairs of the method settings in ``VARIANT_KEYS`` that differ from their
+default, e.g. ``schedule=iterative``, ``train_modules=0`` or ``backward=summed`` (which changes memory).
+A ``variant`` column in results.csv, when present and non-empty, takes precedence. A run without either
+counts as its method's default variant (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench import record
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.csv"
+VARIANT_KEYS: dict[str, tuple] = {
+    "schedule": ("simultaneous", None, ""),
+    "train_modules": (None, (), "all", ""),
+    "backward": ("per_module", None, ""),
+}
+"""Method settings that make a variant -> the values that mean the method's default (no variant)."""
+REQUIRED = ("run_id", "method", "task", "seed", "metric", "module", "epoch", "value", "status")
+
+
+class ResultsError(ValueError):
+    """Missing or malformed results; the message says what to run or fix."""
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """The rows of ``results_dir/results.csv``, each with its run's ``variant``."""
+    path = results_dir / RESULTS_FILE
+    if not path.is_file():
+        raise ResultsError(f"{path} does not exist; run `bench collect {results_dir}` first")
+    rows = record.read_rows(path)
+    missing = [c for c in REQUIRED if rows and c not in rows[0]]
+    if missing:
+        raise ResultsError(f"{path} lacks the columns {', '.join(missing)}; is it a `bench collect` file?")
+    variants = run_variants(results_dir, rows)
+    return [{**row, "variant": row.get("variant") or variants.get(row["run_id"], "")} for row in rows]
+
+
+def run_variants(results_dir: Path, rows: list[dict]) -> dict[str, str]:
+    """run_id -> variant read from each run's config.yaml; logs how many runs had none."""
+    out: dict[str, str] = {}
+    without = []
+    for run_id in sorted({r["run_id"] for r in rows if not r.get("variant")}):
+        config = find_config(results_dir, run_id)
+        if config is None:
+            without.append(run_id)
+            continue
+        out[run_id] = variant_from_config(yaml.safe_load(config.read_text()) or {})
+    if without:
+        log.warning("%d run(s) have no config.yaml under %s (e.g. %s); they count as their method's default "
+                    "variant", len(without), results_dir, without[0])  # fmt: skip
+    return out
+
+
+def find_config(results_dir: Path, run_id: str) -> Path | None:
+    for path in (
+        results_dir / run_id / record.CONFIG_FILE,
+        results_dir / "runs" / run_id / record.CONFIG_FILE,
+    ):
+        if path.is_file():
+            return path
+    return None
+
+
+def variant_from_config(config: dict) -> str:
+    """``{"method": {"schedule": "iterative"}}`` -> ``"schedule=iterative"``; defaults give ``""``."""
+    method = config.get("method") or {}
+    parts = []
+    for key, defaults in VARIANT_KEYS.items():
+        value = method.get(key)
+        value = tuple(value) if isinstance(value, list) else value
+        if key in method and value not in defaults:
+            parts.append(f"{key}={format_setting(value)}")
+    return ",".join(parts)
+
+
+def format_setting(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return "+".join(str(v) for v in value)
+    return str(value)
+
+
+def device_class(device: str) -> str:
+    """'cpu' or 'cuda:<model>' as recorded; measurements are only comparable within one class."""
+    return device or "unknown"
+
+
+@dataclass(frozen=True)
+class CellKey:
+    task: str
+    method: str
+    variant: str
+    metric: str
+    module: str
+    device: str = ""
+    """The device class, or '' when cells are pooled over devices (tables)."""
+
+    def label(self) -> str:
+        parts = [self.task, self.method + (f"[{self.variant}]" if self.variant else ""), self.metric]
+        if self.module:
+            parts.append(f"module {self.module}")
+        if self.device:
+            parts.append(self.device)
+        return " / ".join(parts)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The runs behind one number, in seed order, with their provenance."""
+
+    key: CellKey
+    values: tuple[float, ...]
+    seeds: tuple[str, ...]
+    run_ids: tuple[str, ...]
+    git_shas: tuple[str, ...]
+    config_hashes: tuple[str, ...]
+    devices: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (None with a single seed)."""
+        return statistics.stdev(self.values) if self.n > 1 else None
+
+
+def ok_scalar_rows(rows: Iterable[dict]) -> list[dict]:
+    """Rows of finished runs with a value and no epoch (per-epoch losses are series, not cells)."""
+    return [r for r in rows if r["status"] == record.STATUS_OK and r["value"] != "" and not r.get("epoch")]
+
+
+def aggregate(rows: Iterable[dict], by_device: bool = False) -> dict[CellKey, Cell]:
+    """Group finished runs' scalar rows into cells (deterministic: runs sorted by seed then run id)."""
+    groups: dict[CellKey, list[dict]] = {}
+    for r in ok_scalar_rows(rows):
+        device = device_class(r.get("device", "")) if by_device else ""
+        key = CellKey(r["task"], r["method"], r.get("variant", ""), r["metric"], r["module"] or "", device)
+        groups.setdefault(key, []).append(r)
+    cells = {
+        key: make_cell(key, groups[key]) for key in sorted(groups, key=lambda k: tuple(vars(k).values()))
+    }
+    repeated = sorted({f"{k.task}/{k.method}" + (f"[{k.variant}]" if k.variant else "")
+                       for k, c in cells.items() if len(set(c.seeds)) < c.n})  # fmt: skip
+    if repeated:
+        log.warning("several runs share a seed in %s (configs that differ beyond the variant?); they are "
+                    "averaged together", ", ".join(repeated))  # fmt: skip
+    return cells
+
+
+def seed_order(row: dict) -> tuple:
+    seed = row.get("seed") or ""
+    return (int(seed) if seed.lstrip("-").isdigit() else 0, seed, row["run_id"])
+
+
+def make_cell(key: CellKey, rows: list[dict]) -> Cell:
+    rows = sorted(rows, key=seed_order)
+    seeds = [r.get("seed", "") for r in rows]
+    return Cell(
+        key, tuple(float(r["value"]) for r in rows), tuple(seeds), tuple(r["run_id"] for r in rows),
+        tuple(sorted({r.get("git_sha", "") for r in rows})), tuple(sorted({r.get("config_hash", "") for r in rows})),
+        tuple(sorted({r.get("device", "") for r in rows})),
+    )  # fmt: skip
+
+
+def unfinished_runs(rows: Iterable[dict]) -> list[dict]:
+    """One row per failed or interrupted run (its status row), sorted by run id."""
+    seen: dict[str, dict] = {}
+    for r in rows:
+        if r["status"] != record.STATUS_OK:
+            seen.setdefault(r["run_id"], r)
+    return [seen[k] for k in sorted(seen)]
+
+
+def presets(rows: Iterable[dict]) -> list[str]:
+    return sorted({r.get("preset", "") for r in rows})

@@ -1,0 +1,190 @@
+"""The paper's Figures 3 and 4 from result rows, as PNG and SVG (seaborn on matplotlib's Agg backend).
+
+Figure 3: GIM's per-module training and validation loss per epoch, simultaneous against iterative training
+(variant ``schedule=iterative``); for iterative runs each module's epochs are counted from the start of its
+own training phase. Figure 4: speaker error (1 - speaker_acc) of a linear probe on each module's
+representation, log scale, one line per method. SVGs are reproducible: a fixed ``svg.hashsalt`` and no date.
+Without data a figure is a placeholder that says what is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from bench import aggregate as agg  # noqa: E402
+from bench import record  # noqa: E402
+from bench.tables import AUDIO_TASKS, VISION_TASKS  # noqa: E402
+
+log = logging.getLogger(__name__)
+RC = {"svg.hashsalt": "bench-figures", "svg.fonttype": "path", "figure.dpi": 100}
+ITERATIVE = "schedule=iterative"
+FIG4_ORDER = ("gim", "cpc", "supervised", "greedy_supervised")
+ERROR_FLOOR = 1e-3
+"""A perfect probe (error 0) is drawn at this error so that it stays on the log scale."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(fig: plt.Figure, out_dir: Path, name: str) -> None:
+    """Write NAME.png and NAME.svg, without timestamps."""
+    svg, png = io.StringIO(), io.BytesIO()
+    fig.savefig(svg, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    fig.savefig(png, format="png", metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    record.atomic_write_text(out_dir / f"{name}.svg", svg.getvalue())
+    atomic_write_bytes(out_dir / f"{name}.png", png.getvalue())
+
+
+def placeholder(out_dir: Path, name: str, title: str, reason: str) -> str:
+    log.warning("%s: %s; wrote a placeholder", name, reason)
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    ax.axis("off")
+    ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=11, weight="bold")
+    ax.text(0.5, 0.3, f"No data: {reason}", ha="center", va="center", fontsize=9, wrap=True)
+    save(fig, out_dir, name)
+    return f"figures/{name}.{{png,svg}}  (placeholder: {reason})"
+
+
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """GIM's per-module losses with the epoch counted from the start of each module's training."""
+    keep = [r for r in rows if r["method"] == "gim" and r["status"] == record.STATUS_OK
+            and r["metric"] in ("train_loss", "val_loss") and r["variant"] in ("", ITERATIVE)
+            and r["module"] != "" and r["epoch"] != ""]  # fmt: skip
+    if not keep:
+        return pd.DataFrame()
+    df = pd.DataFrame({
+        "task": [r["task"] for r in keep], "run": [r["run_id"] for r in keep],
+        "schedule": ["iterative" if r["variant"] == ITERATIVE else "simultaneous" for r in keep],
+        "split": [r["metric"].removesuffix("_loss") for r in keep], "module": [int(r["module"]) for r in keep],
+        "epoch": [int(r["epoch"]) for r in keep], "loss": [float(r["value"]) for r in keep],
+    })  # fmt: skip
+    # A module's curve spans its own training epochs (iterative: one phase; simultaneous: all of them).
+    span = df[df.split == "train"].groupby(["run", "module"])["epoch"].agg(start="min", end="max")
+    df = df.join(span, on=["run", "module"]).dropna(subset=["start"])
+    df = df[(df.epoch >= df.start) & (df.epoch <= df.end)]
+    return df.assign(epoch=df.epoch - df.start.astype(int)).drop(columns=["start", "end"])
+
+
+def pick_task(tasks: set[str], preferred: tuple[str, ...]) -> str | None:
+    return next((t for t in preferred if t in tasks), min(tasks) if tasks else None)
+
+
+def fig3(rows: list[dict], out_dir: Path) -> str:
+    """Per-module training and validation loss per epoch, simultaneous vs iterative GIM."""
+    title = "Figure 3: GIM loss per module, simultaneous vs iterative"
+    df = loss_frame(rows)
+    if df.empty:
+        return placeholder(out_dir, "fig3", title, "no gim train_loss/val_loss rows in results.csv")
+    both = {t for t, g in df.groupby("task") if g.schedule.nunique() == 2}
+    task = pick_task(both or set(df.task), VISION_TASKS + AUDIO_TASKS)
+    df = df[df.task == task].assign(module=lambda d: "module " + (d.module + 1).astype(str))
+    if not both:
+        log.warning("fig3: %s has only %s gim runs; run gim with --set method.schedule=iterative as well",
+                    task, df.schedule.iloc[0])  # fmt: skip
+    with plt.rc_context(RC):
+        grid = sns.relplot(data=df, kind="line", x="epoch", y="loss", hue="schedule", style="split",
+                           col="module", hue_order=["simultaneous", "iterative"], style_order=["train", "val"],
+                           errorbar="sd", markers=True, dashes=True, height=3, aspect=1.1,
+                           facet_kws={"sharey": False})  # fmt: skip
+        grid.set_titles(col_template="{col_name}")
+        grid.set_axis_labels("epoch (of this module's training)", "InfoNCE loss")
+        for ax in grid.axes.flat:
+            integer_epochs(ax, sorted(df.epoch.unique()))
+            ax.yaxis.get_major_formatter().set_useOffset(False)
+        only = "" if both else f"; only {df.schedule.iloc[0]} runs"
+        grid.figure.suptitle(f"{title} ({task}; mean ± std over seeds{only})", y=1.04)
+        save(grid.figure, out_dir, "fig3")
+    return f"figures/fig3.{{png,svg}}  task {task}" + (f"  (only {df.schedule.iloc[0]} runs)" if only else "")
+
+
+def integer_epochs(ax: plt.Axes, epochs: list[int]) -> None:
+    """Whole-epoch ticks: each epoch when there are few (also a single one), else a sparse integer grid."""
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def module_index(row: dict, last: dict[str, int]) -> int:
+    return int(row["module"]) if row["module"] != "" else last[row["run_id"]]
+
+
+def last_modules(rows: list[dict]) -> dict[str, int]:
+    """run_id -> index of the run's last module (its main representation, recorded with module '')."""
+    probed: dict[str, int] = {}
+    trained: dict[str, int] = {}
+    for r in rows:
+        if r["module"] != "" and r["metric"] == "speaker_acc":
+            probed[r["run_id"]] = max(probed.get(r["run_id"], -1), int(r["module"]))
+        elif r["module"] != "" and r["metric"] == "train_loss":
+            trained[r["run_id"]] = max(trained.get(r["run_id"], 0), int(r["module"]))
+    runs = {r["run_id"] for r in rows}
+    return {run: probed[run] + 1 if run in probed else trained.get(run, 0) for run in runs}
+
+
+def error_frame(rows: list[dict]) -> pd.DataFrame:
+    keep = [r for r in agg.ok_scalar_rows(rows) if r["metric"] == "speaker_acc" and r["variant"] == ""]
+    if not keep:
+        return pd.DataFrame()
+    last = last_modules([r for r in rows if r["status"] == record.STATUS_OK])
+    return pd.DataFrame({
+        "task": [r["task"] for r in keep], "method": [r["method"] for r in keep],
+        "module": [module_index(r, last) + 1 for r in keep],
+        "error": [max(ERROR_FLOOR, 1.0 - float(r["value"])) for r in keep],
+    })  # fmt: skip
+
+
+def fig4(rows: list[dict], out_dir: Path) -> str:
+    """Speaker error per module (log scale), one line per method."""
+    title = "Figure 4: speaker error per module"
+    df = error_frame(rows)
+    if df.empty:
+        return placeholder(out_dir, "fig4", title, "no speaker_acc rows in results.csv (an audio task)")
+    task = pick_task(set(df.task), AUDIO_TASKS)
+    df = df[df.task == task]
+    layered = {m for m, g in df.groupby("method") if g.module.nunique() > 1}
+    if layered:
+        df = df[df.method.isin(layered)]  # methods probed on one representation only (mfcc) have no curve
+    else:
+        log.warning("fig4: only one module was probed on %s; set eval.all_modules=true for per-module", task)
+    order = [m for m in FIG4_ORDER if m in set(df.method)] + sorted(set(df.method) - set(FIG4_ORDER))
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        sns.lineplot(data=df, x="module", y="error", hue="method", hue_order=order, marker="o",
+                     errorbar="sd", err_style="bars", ax=ax)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xticks(sorted(df.module.unique()))
+        ax.set_xlabel("module (last = the representation the tables probe)")
+        ax.set_ylabel("speaker error (1 − accuracy)")
+        ax.set_title(f"{title} ({task}; mean ± std over seeds)")
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+        save(fig, out_dir, "fig4")
+    return f"figures/fig4.{{png,svg}}  task {task}"
+
+
+def write_figures(rows: list[dict], out_dir: Path) -> list[str]:
+    """Regenerate every figure under ``out_dir``; one terminal line per figure."""
+    return [fig3(rows, out_dir), fig4(rows, out_dir)]
