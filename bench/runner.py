@@ -1,13 +1,20 @@
 """Executors: every run goes through submitit, in-process (debug), as a local subprocess, or on SLURM.
 
-``RunJob`` is the picklable job; it is checkpointable: on SLURM's pre-timeout or preemption signal
-submitit calls ``checkpoint()``, which requeues the same job, and the run resumes from its latest
-checkpoint because ``execute`` always does.
+``RunJob`` is the picklable job; it is checkpointable and carries no training state (that lives in the run
+directory's checkpoint), so a restarted job resumes from the latest checkpoint because ``execute`` always
+does. Two ways a job comes back:
+
+- SLURM requeues it (``scontrol requeue``, preemption in requeue mode): SLURM sends SIGTERM, the trainer
+  saves a checkpoint and stops, the job exits, and SLURM starts it again.
+- submitit's signal before the time limit (SIGUSR2): the trainer saves and stops, then ``RunJob`` hands
+  the signal on to submitit's handler, which calls ``checkpoint()`` and requeues the job itself.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +38,36 @@ class RunJob:
     quiet: bool = True
 
     def __call__(self) -> RunOutcome:
-        return execute(self.spec, Path(self.run_dir), quiet=self.quiet)
+        from bench.cli import load_plugins
+
+        load_plugins()  # a fresh job process (local, SLURM) has not imported the plugins
+        run_dir = Path(self.run_dir)
+        if finished(run_dir):  # requeued after it had already written its rows: nothing to redo
+            return finished_outcome(run_dir)
+        outcome = execute(self.spec, run_dir, quiet=self.quiet)
+        if stopped_by_timeout_signal(outcome):
+            # The trainer took submitit's SIGUSR2 to save a checkpoint; now let submitit's own handler
+            # (restored when the run ended) see it: it calls checkpoint() and requeues this job.
+            signal.raise_signal(signal.SIGUSR2)
+        return outcome
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(RunJob(self.spec, self.run_dir, self.quiet))
+
+
+def stopped_by_timeout_signal(outcome: RunOutcome) -> bool:
+    """The run stopped on submitit's pre-timeout/preemption signal inside a submitit job process."""
+    in_job = os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
+    return (
+        in_job
+        and outcome.status == record.STATUS_INTERRUPTED
+        and outcome.error.startswith("stopped by SIGUSR2")
+    )
+
+
+def finished_outcome(run_dir: Path) -> RunOutcome:
+    rows = record.read_rows(run_dir / record.ROWS_FILE)
+    return RunOutcome(run_dir.name, str(run_dir), record.STATUS_OK, rows=rows, reused=True)
 
 
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
@@ -59,8 +92,7 @@ def run_one(spec: RunSpec, out: Path, executor: str = "debug", quiet: bool = Fal
     """Run ``spec`` under ``out/<run_id>``: report a finished run, resume an unfinished one."""
     run_dir = run_dir_for(spec, out)
     if finished(run_dir):
-        rows = record.read_rows(run_dir / record.ROWS_FILE)
-        return RunOutcome(run_dir.name, str(run_dir), record.STATUS_OK, rows=rows, reused=True)
+        return finished_outcome(run_dir)
     job_quiet = quiet or executor != "debug"  # a subprocess has no terminal for progress bars
     job = make_executor(executor, run_dir / SUBMITIT_DIR).submit(RunJob(spec, str(run_dir), job_quiet))
     if executor != "debug":

@@ -1,0 +1,137 @@
+"""Submitting a sweep's runs: one job array on SLURM, a few job processes locally, in-process for debug.
+
+Every run is a ``RunJob`` (checkpointable; resumes from its run folder). On SLURM the runs go out as one
+job array (per distinct set of resources), each array task running one run, at most
+``array_parallelism`` at a time. The local executor has no queue, so runs are dealt round-robin into
+``RunChain`` jobs, as many as may run at once, each running its runs one after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from bench import slurm
+from bench.runner import RunJob
+from bench.sweep_state import LOG_DIR, STATE_DIR, PlannedRun
+
+log = logging.getLogger(__name__)
+EXECUTORS = ("slurm", "local", "debug")
+
+
+@dataclass
+class RunChain:
+    """Several runs one after another in one job (local executor); checkpointable like RunJob."""
+
+    jobs: list[RunJob]
+
+    def __call__(self) -> list:
+        return [job() for job in self.jobs]  # a finished run returns at once, so a restart skips it
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(RunChain(self.jobs))
+
+
+def log_folder(out: Path) -> Path:
+    """Job logs go to ``OUT/.sweep/logs/<job id>/``; each run folder links to its job's."""
+    return out / STATE_DIR / LOG_DIR / "%j"
+
+
+def make_executor(kind: str, out: Path, res: slurm.Resources, name: str, snapshot: Path | None,
+                  jobs_at_once: int = 1) -> submitit.Executor:  # fmt: skip
+    folder = log_folder(out)
+    if kind == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_num_timeout)
+        setup = [f"cd {shlex.quote(str(snapshot))}"] if snapshot else []
+        setup += [slurm.threads_line(res), *res.setup]
+        executor.update_parameters(timeout_min=res.timeout_min * jobs_at_once, signal_delay_s=res.signal_delay_s,
+                                   setup=setup)  # fmt: skip
+        return executor
+    if kind == "slurm":
+        ok, why = slurm.available()
+        if not ok:
+            raise RuntimeError(f"cannot submit to SLURM: {why}")
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster="slurm", slurm_max_num_timeout=res.max_num_timeout
+        )
+        executor.update_parameters(
+            **slurm.executor_parameters(res, name, str(snapshot) if snapshot else None)
+        )
+        return executor
+    raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def submit(kind: str, out: Path, jobs: list[RunJob], runs: list[PlannedRun], res: slurm.Resources, name: str,
+           snapshot: Path | None) -> list[submitit.Job]:  # fmt: skip
+    """Submit ``jobs`` (one per run in ``runs``) and fill in each run's job id and log folder."""
+    if kind == "local":
+        return submit_local(out, jobs, runs, res, name, snapshot)
+    executor = make_executor(kind, out, res, name, snapshot)
+    with executor.batch():  # one job array
+        handles = [executor.submit(job) for job in jobs]
+    for run, handle in zip(runs, handles, strict=True):
+        link_job(out, run, handle)
+    return handles
+
+
+def submit_local(out: Path, jobs: list[RunJob], runs: list[PlannedRun], res: slurm.Resources, name: str,
+                 snapshot: Path | None) -> list[submitit.Job]:  # fmt: skip
+    at_once = min(len(jobs), res.array_parallelism, max(1, (os.cpu_count() or 1) // res.cpus_per_task))
+    chains = [list(range(k, len(jobs), at_once)) for k in range(at_once)]
+    longest = max(len(c) for c in chains)
+    executor = make_executor("local", out, res, name, snapshot, jobs_at_once=longest)
+    handles = []
+    with output_to(out / STATE_DIR / LOG_DIR / "local-controllers.log"):
+        for members in chains:
+            handles.append(executor.submit(RunChain([jobs[i] for i in members])))
+    for members, handle in zip(chains, handles, strict=True):
+        for i in members:
+            link_job(out, runs[i], handle)
+    return handles
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Point this process's stdout and stderr at ``path`` while local job controllers are started.
+
+    The controllers inherit them and outlive ``bench sweep --no-wait``; inheriting a pipe (a CI step, a
+    ``| tee``) would keep the reader waiting until every job had ended.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("ab") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def link_job(out: Path, run: PlannedRun, handle: submitit.Job) -> None:
+    """Record the job in ``run`` and link ``OUT/<run_id>/job`` to the job's log folder."""
+    run.job_id = str(handle.job_id)
+    run.log_dir = str(handle.paths.folder)
+    if not handle.paths.folder.is_dir():  # the debug executor writes no job logs
+        return
+    run_dir = out / run.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    link = run_dir / "job"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(os.path.relpath(handle.paths.folder, run_dir))

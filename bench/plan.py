@@ -1,0 +1,125 @@
+"""From an experiment file to checked runs: names, keys, data and resources, before anything is submitted.
+
+``check(experiment)`` resolves every run (unknown names and keys are errors), asks each task whether its data
+is present, builds each task's job resources, and compares each run's effective batch with its preset's
+protocol. All problems are reported together, in one error that says what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import config as cfg
+from bench import slurm
+from bench.data import DataError
+from bench.experiment import Experiment
+from bench.registry import UnknownNameError
+from bench.spec import Resolved, RunSpec, resolve
+from bench.sweep_state import PlannedRun
+
+log = logging.getLogger(__name__)
+WORLD_SIZE = 1  # data-parallel training inside a job is not implemented: every run uses one device
+
+
+@dataclass
+class PlanItem:
+    spec: RunSpec
+    run: PlannedRun
+    resources: slurm.Resources
+
+
+@dataclass
+class Plan:
+    items: list[PlanItem]
+    warnings: list[str]
+
+
+def check(exp: Experiment, data: bool = True) -> Plan:
+    """Every run of ``exp``, checked (its data too unless ``data`` is false); raises ConfigError listing
+    every problem found."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    resources = task_resources(exp, problems, warnings)
+    items, data_checked = [], set()
+    for spec in exp.expand():
+        where = f"{spec.method} on {spec.task}"
+        try:
+            resolved = resolve(spec)
+            check_modality(resolved)
+        except UnknownNameError as err:
+            problems.append(str(err))  # once per name, not once per run
+            continue
+        except cfg.ConfigError as err:
+            problems.append(f"{where}: {err}")
+            continue
+        key = (spec.task, repr(resolved.as_dict["task"]))
+        if data and key not in data_checked:
+            data_checked.add(key)
+            check_data(resolved, problems)
+        if spec.task in resources:
+            items.append(PlanItem(spec, planned_run(resolved), resources[spec.task]))
+    problems = list(dict.fromkeys(problems))  # the same problem for every seed once
+    if problems:
+        listing = "\n  - ".join(problems)
+        raise cfg.ConfigError(f"{exp.path} has {len(problems)} problem(s):\n  - {listing}")
+    warnings += batch_warnings(items)
+    return Plan(items, warnings)
+
+
+def task_resources(exp: Experiment, problems: list[str], warnings: list[str]) -> dict[str, slurm.Resources]:
+    out = {}
+    for task, entry in exp.tasks.items():
+        try:
+            out[task] = slurm.resources(exp.preset, exp.slurm, entry.slurm)
+        except cfg.ConfigError as err:
+            problems.append(f"slurm resources of {task}: {err}")
+            continue
+        if out[task].gpus_per_node > 1:
+            warnings.append(
+                f"{task}: slurm.gpus_per_node={out[task].gpus_per_node}, but a run trains on one device "
+                "(data-parallel training inside a job is not implemented); ask for 1 GPU per run"
+            )
+    return out
+
+
+def check_modality(resolved: Resolved) -> None:
+    """Methods may declare ``modalities``; one listed on a task of another modality is an error."""
+    supported = getattr(resolved.method_cls, "modalities", None)
+    modality = resolved.task_cls.modality
+    if supported is not None and modality not in supported:
+        raise cfg.ConfigError(
+            f"method {resolved.spec.method} supports {', '.join(supported)} tasks, not {modality}; "
+            f"leave it out of tasks.{resolved.spec.task}.methods"
+        )
+
+
+def check_data(resolved: Resolved, problems: list[str]) -> None:
+    spec = resolved.spec
+    try:
+        task = resolved.task_cls(resolved.task, Path(spec.data_root) if spec.data_root else None, spec.seed)
+        task.check_data()
+    except DataError as err:
+        problems.append(f"data of {spec.task}: {err}")
+
+
+def planned_run(resolved: Resolved) -> PlannedRun:
+    spec = resolved.spec
+    protocol = resolve(dataclasses.replace(spec, overrides={})).train.batch_size
+    return PlannedRun(resolved.run_id, spec.method, spec.task, spec.seed, resolved.train.batch_size, protocol,
+                      WORLD_SIZE)  # fmt: skip
+
+
+def batch_warnings(items: list[PlanItem]) -> list[str]:
+    seen, out = set(), []
+    for item in items:
+        run = item.run
+        if run.effective_batch_size != run.protocol_batch_size and (run.method, run.task) not in seen:
+            seen.add((run.method, run.task))
+            out.append(
+                f"{run.method} on {run.task}: effective batch {run.effective_batch_size} differs from the "
+                f"{item.spec.preset or 'default'} protocol's {run.protocol_batch_size}"
+            )
+    return out
