@@ -89,6 +89,7 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: 
     log.info("run %s: %s on %s, seed %d, device %s", resolved.run_id, spec.method, spec.task, spec.seed, device)
     trainer = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop)
     result = trainer.run()
+    stop.uninstall()  # from here on signals take their usual course (submitit's requeue, Ctrl-C)
     n_modules = len(encoder.blocks)
     modules = list(range(n_modules)) if resolved.eval.all_modules else [n_modules - 1]
     encoder.eval()
