@@ -11,8 +11,8 @@ import torch
 from bench import record
 from tests.conftest import REPO
 
-ARGS = ["run", "--preset", "smoke", "--quiet", "--set", "train.steps_per_epoch=60", "--set", "train.epochs=2",
-        "--set", "train.checkpoint_every=5"]  # fmt: skip
+ARGS = ["run", "--preset", "smoke", "--quiet", "--set", "train.steps_per_epoch=24", "--set", "train.epochs=2",
+        "--set", "train.checkpoint_every=3"]  # fmt: skip
 
 
 def start(out):
@@ -20,7 +20,7 @@ def start(out):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def wait_for_checkpoint(out, proc, min_step=10, timeout=120):
+def wait_for_checkpoint(out, proc, min_step=6, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
         for path in out.glob("*/checkpoints/last.pt"):
