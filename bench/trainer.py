@@ -143,6 +143,7 @@ class Trainer:
             logging.getLogger("bench.run").info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
         if pos.done or not self.method.trains:
             return TrainResult(state.metrics, state.restarts, pos.global_step)
+        self.method.work_dir = self.run_dir
         split = self.task.pretrain_split(self.method.supervised)
         n = self.task.split_size(split)
         steps = self.steps_per_epoch(n)
@@ -182,6 +183,7 @@ class Trainer:
             gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
             idx = perm[(pos.step * bs + torch.arange(bs)) % n]
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
+            batch.index = idx
             speed.step_begin()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
                 losses = self.method.train_step(batch, pos.phase)
@@ -224,6 +226,7 @@ class Trainer:
             gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
             idx = (b * bs + torch.arange(bs)) % n
             batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
+            batch.index = idx
             for m, v in self.method.val_losses(batch, phase).items():
                 sums[m] = sums.get(m, 0.0) + float(v) / self.cfg.val_batches
         return sums

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.interfaces import Metric
+
 Offset = Literal["paper", "reference"]
 
 
@@ -41,6 +43,24 @@ class GridPredictors(nn.Module):
         return self.steps[k - 1](target)
 
 
+MATRIX_MAX = 2048
+"""Up to this many positions, score every context against every target (one matmul) and pick the entries."""
+
+
+def scores(queries: torch.Tensor, pool: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """[positive, negatives] scores (P, 1 + N) of contexts (P, C) against targets (P, C), negatives ``idx``.
+
+    Both ways give the same numbers: for small P the (P, P) matrix of all scores, read at (p, p) and (p, idx)
+    (dense maths, no copy of negative vectors, a cheap backward); for large P, gathered negative vectors.
+    """
+    if len(pool) <= MATRIX_MAX:
+        everything = queries @ pool.t()  # (P, P)
+        return torch.cat([everything.diagonal().unsqueeze(1), everything.gather(1, idx)], dim=1)
+    positive = (queries * pool).sum(dim=1, keepdim=True)  # (P, 1)
+    neg = pool[idx]  # (P, N, C)
+    return torch.cat([positive, torch.bmm(neg, queries.unsqueeze(2)).squeeze(2)], dim=1)  # (P, N, C) @ (P, C, 1)
+
+
 def grid_infonce(
     context: torch.Tensor,
     target: torch.Tensor,
@@ -58,16 +78,19 @@ def grid_infonce(
         ztwk = predictors(k, target[:, :, shift:, :])  # (B, C, H', W) with H' = H - shift
         ctx = context[:, :, : height - shift, :]  # (B, C, H', W)
         b, c, h, w = ctx.shape
-        positive = (ctx * ztwk).sum(dim=1)  # (B, H', W)
-        pool = ztwk.permute(0, 2, 3, 1).reshape(b * h * w, c)  # every target position of the batch
-        idx = torch.randint(pool.shape[0], (b * h * w * negatives,), device=pool.device)
-        neg = pool[idx].view(b, h, w, negatives, c)  # (B, H', W, N, C)
-        neg_scores = torch.einsum("bchw,bhwnc->bhwn", ctx, neg)
-        logits = torch.cat([positive.unsqueeze(-1), neg_scores], dim=-1)  # (B, H', W, 1 + N)
-        losses.append(-F.log_softmax(logits.float(), dim=-1)[..., 0].mean())
+        pool = ztwk.permute(0, 2, 3, 1).reshape(b * h * w, c)  # (P, C): every target position of the batch
+        queries = ctx.permute(0, 2, 3, 1).reshape(b * h * w, c)  # (P, C), position p = (b, row, col)
+        idx = torch.randint(pool.shape[0], (b * h * w * negatives,), device=pool.device).view(-1, negatives)
+        logits = scores(queries, pool, idx)  # (P, 1 + N)
+        losses.append(-F.log_softmax(logits.float(), dim=-1)[:, 0].mean())
     if not losses:
         raise ValueError(f"a grid of {height} rows is too small for any prediction step")
     return torch.stack(losses).mean()
+
+
+def offset_metric(offset: Offset) -> Metric:
+    """The offset in use as a result row: rows skipped beyond k (paper 0, reference 1)."""
+    return Metric("prediction_skip_rows", float(row_offset(1, offset) - 1))
 
 
 def chance_loss(negatives: int) -> float:

@@ -2,3 +2,7 @@
 
 from tasks import cifar10  # noqa: F401
 from tasks import synthetic_textures  # noqa: F401
+from tasks import stl10  # noqa: F401
+from tasks import synthetic_speech  # noqa: F401
+from tasks import fsdd  # noqa: F401
+from tasks import librispeech  # noqa: F401

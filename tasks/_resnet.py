@@ -34,7 +34,8 @@ class PreActBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = F.relu(x)
         skip = self.shortcut(a) if self.shortcut is not None else x
-        return self.conv3(F.relu(self.conv2(F.relu(self.conv1(a))))) + skip
+        # In-place ReLUs on fresh convolution outputs: no extra activation kept for the backward.
+        return self.conv3(F.relu(self.conv2(F.relu(self.conv1(a), inplace=True)), inplace=True)) + skip
 
 
 class PreActBasic(nn.Module):
@@ -51,7 +52,7 @@ class PreActBasic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = F.relu(x)
         skip = self.shortcut(a) if self.shortcut is not None else x
-        return self.conv2(F.relu(self.conv1(a))) + skip
+        return self.conv2(F.relu(self.conv1(a), inplace=True)) + skip
 
 
 BLOCKS = {"bottleneck": PreActBottleneck, "basic": PreActBasic}
@@ -86,7 +87,7 @@ class PatchResNet(ModularEncoder):
         self.grid = (image_size - patch) // patch_stride + 1
         kind = BLOCKS[block]
         stages, channels, self._layers = [], stem_channels, []
-        for m, (n, p) in enumerate(zip(blocks, planes)):
+        for m, (n, p) in enumerate(zip(blocks, planes, strict=True)):
             layers: list[nn.Module] = [nn.Conv2d(in_channels, stem_channels, 5, padding=2)] if m == 0 else []
             for i in range(n):
                 layers.append(kind(channels, p, stride=2 if (m > 0 and i == 0) else 1))
@@ -101,7 +102,10 @@ class PatchResNet(ModularEncoder):
 
     def module_output(self, m: int, z_in: torch.Tensor, rep_in: torch.Tensor | None, z: torch.Tensor) -> ModuleOutput:
         g = self.grid
-        pooled = z.mean(dim=(2, 3))  # (B*G*G, C, h, w) -> (B*G*G, C)
+        # Average pooling rather than mean(): its backward keeps the channels-last layout of z (a mean's
+        # gradient is a plain contiguous tensor, which every convolution backward would then copy), and under
+        # bf16 autocast it does not first copy z to float32.
+        pooled = F.avg_pool2d(z, z.shape[2:]).flatten(1)  # (B*G*G, C, h, w) -> (B*G*G, C)
         rep = pooled.view(-1, g, g, pooled.shape[1]).permute(0, 3, 1, 2)  # -> (B, C, G, G)
         return ModuleOutput(z=z, rep=rep, target=rep)
 

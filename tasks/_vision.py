@@ -49,7 +49,8 @@ class VisionConfig:
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, H, W, C) uint8
+    images: torch.Tensor
+    """(N, H, W, C) uint8, or a lazy stand-in with ``len()`` whose ``[indices]`` gives such a tensor."""
     labels: torch.Tensor | None  # (N,) int64
 
 
@@ -80,6 +81,9 @@ class ImageTask(Task):
         if self._splits is None:
             self._splits = self.load_splits()
         return self._splits
+
+    def num_classes_of(self, label_set: str) -> int:
+        return self.num_classes
 
     def build_encoder(self) -> PatchResNet:
         c = self.config
