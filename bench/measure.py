@@ -9,6 +9,8 @@ clock is read.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import time
 from pathlib import Path
@@ -47,6 +49,15 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it), so RSS growth reflects this training alone."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -69,6 +80,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return
+        _release_free_heap()
         self.use_hwm = _reset_peak_rss() and _status_kib("VmHWM") is not None
         if self.use_hwm:
             self.base = (_status_kib("VmRSS") or 0) * 1024
