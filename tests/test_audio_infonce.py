@@ -71,3 +71,21 @@ def test_k_larger_than_the_sequence_and_bad_shapes():
         sequence_infonce(torch.randn(2, 4, 10), torch.randn(2, 4, 9), nn.Linear(4, 8, bias=False), 2, 3)
     with pytest.raises(ValueError, match="predictor"):
         sequence_infonce(torch.randn(2, 4, 10), torch.randn(2, 4, 10), nn.Linear(4, 7, bias=False), 2, 3)
+
+
+def test_gim_losses_of_an_untrained_encoder_on_speech():
+    from bench.spec import RunSpec, resolve
+    from tasks._cpc_audio import CPCAudioEncoder
+
+    resolved = resolve(RunSpec(method="gim", task="synthetic_speech", preset="smoke"))
+    task = resolved.task_cls(resolved.task, None, 0)
+    x = task.batch("train", torch.arange(4), torch.device("cpu"), torch.Generator().manual_seed(0), True).x
+    encoder = CPCAudioEncoder(channels=32, gru_hidden=16)
+    with torch.no_grad():
+        losses = []
+        for out in encoder.forward_modules(x, detach=True):
+            head = nn.Linear(out.rep.shape[1], out.target.shape[1] * 12, bias=False)
+            losses.append(sequence_infonce(out.rep, out.target, head, 12, 10).item())
+    assert all(abs(v - math.log(11)) < 0.1 for v in losses[1:])
+    # module 0 sees the raw waveform's scale and starts higher, as in the reference (about 3.0 there)
+    assert math.log(11) < losses[0] < 4.0

@@ -88,7 +88,7 @@ def test_flac_is_decoded_once_and_never_in_a_later_epoch(tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(make_task(tmp_path)), "batch", spy)
-    sets = ["train.epochs=2", "train.val_batches=0", "task.speaker_split=lists"]
+    sets = ["train.epochs=2", "train.val_batches=0", "task.speaker_split=lists", "task.clip_samples=3200"]
     code = main(["run", "--method", "gim", "--task", "librispeech", "--preset", "smoke", "--data-root", str(tmp_path),
                  "--out", str(tmp_path / "runs"), "--quiet"] + [a for s in sets for a in ("--set", s)])  # fmt: skip
     assert code == 0
