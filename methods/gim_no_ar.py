@@ -13,6 +13,7 @@ from methods.gim import GIM
 @METHODS.register("gim_no_ar")
 class GIMNoAR(GIM):
     description = "GIM ablation (audio): no autoregressive GRU module, probes on the last conv module"
+    modalities = ("audio",)
     presets = {
         **GIM.presets,
         "always": merge(GIM.presets.get("always", {}), {"audio": {"task": {"autoregressive": False}}}),

@@ -14,6 +14,7 @@ from methods.gim import GIM
 @METHODS.register("gim_no_bptt")
 class GIMNoBPTT(GIM):
     description = "GIM ablation (audio): GRU hidden state detached at every step, no backprop through time"
+    modalities = ("audio",)
     presets = {
         **GIM.presets,
         "always": merge(GIM.presets.get("always", {}), {"audio": {"task": {"bptt": False}}}),

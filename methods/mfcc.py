@@ -95,6 +95,7 @@ class MFCC(Method):
     description = "MFCC features (13 + deltas, 10 ms hop aligned with the frame labels) as the representation"
     Config = Config
     trains = False
+    modalities = ("audio",)
 
     def __init__(self, config: Config, encoder, task, device: torch.device) -> None:
         super().__init__(config, encoder, task, device)

@@ -66,9 +66,12 @@ class Cifar10(ImageTask):
             "train": {"epochs": 1, "batch_size": 16, "steps_per_epoch": 2, "warmup_steps": 1},
             "eval": {"epochs": 2},
         },
+        # A few minutes on 2 CPU cores: one epoch over 8,000 images at batch 16 (500 steps; small batches learn
+        # more per second here), bf16 autocast and channels-last for speed; the probe trains on 4,000 images
+        # and tests on 2,500 held out of train.
         "small": {
-            "task": {"max_pretrain": 10000, "max_probe_train": 10000},
-            "train": {"epochs": 2, "batch_size": 32},
+            "task": {"max_pretrain": 8000, "max_probe_train": 4000, "val_size": 2500},
+            "train": {"epochs": 1, "batch_size": 16, "val_batches": 4, "amp": "bf16", "channels_last": True},
             "eval": {"epochs": 30, "lrs": [3e-3, 1e-3]},
         },
         "paper": {"train": {"epochs": 300, "batch_size": 32}, "eval": {"epochs": 100, "lrs": [1e-2, 1e-3, 1e-4]}},
