@@ -9,6 +9,8 @@ An experiment file opens with a comment giving the command that runs it, then::
     overrides: {train: {threads: 1}}          # every run (sections task/method/train/eval)
     methods:                     # the methods, each with its own overrides ({} for none); or a list
       gim: {}
+      gim@iterative:             # NAME@LABEL: method NAME again, with other settings (a variant)
+        method: {schedule: iterative}
       random_init: {}
     tasks:
       synthetic_textures:
@@ -19,7 +21,10 @@ An experiment file opens with a comment giving the command that runs it, then::
     slurm: {partition: gpu}      # every job's resources
 
 Overrides merge from general to specific: ``overrides``, ``methods.M``, ``tasks.T.overrides``,
-``tasks.T.methods.M``. Methods that do not apply to a task (e.g. the audio-only ablations on a vision task)
+``tasks.T.methods.M``. A method key ``NAME@LABEL`` runs the registered method ``NAME`` under its own
+overrides, so a file can hold a method's variants (e.g. GIM's iterative schedule for Figure 3, its first
+module alone for Table 2) beside its default; the label only tells the keys apart, the tables name the variant
+from the run's resolved settings. Methods that do not apply to a task (e.g. the audio-only ablations on a vision task)
 are left out through the task's ``methods`` list.
 """
 
@@ -66,11 +71,16 @@ class Experiment:
                 for layer in (self.methods[method], entry.overrides, task_method_overrides):
                     overrides = cfg.merge(overrides, layer)
                 specs += [
-                    RunSpec(method=method, task=task, seed=seed, preset=self.preset, overrides=overrides,
+                    RunSpec(method=method_name(method), task=task, seed=seed, preset=self.preset, overrides=overrides,
                             experiment=self.name, data_root=root)
                     for seed in self.seeds
                 ]  # fmt: skip
         return specs
+
+
+def method_name(key: str) -> str:
+    """``gim@iterative`` -> ``gim``: the registered method a ``methods`` key runs."""
+    return key.split("@", 1)[0]
 
 
 def load(path: Path, data_root: Path | None = None) -> Experiment:

@@ -18,7 +18,7 @@ from bench import experiment, plan, record, slurm, snapshot, sweep_state
 from bench.cli import main
 from bench.registry import METHODS
 from bench.runner import RunJob
-from bench.spec import RunSpec
+from bench.spec import RunSpec, resolve
 from bench.sweep_state import PlannedRun, Submission
 from tests.conftest import REPO
 
@@ -66,6 +66,22 @@ def test_expansion_merges_overrides_from_general_to_specific(tmp_path):
     assert gim == {"train": {"epochs": 3, "batch_size": 4}, "method": {"negatives": 8}}
     assert specs[-1].overrides == {"train": {"epochs": 1, "batch_size": 4}}
     assert Path(specs[0].data_root).is_absolute()  # jobs start elsewhere (the code snapshot)
+
+
+def test_a_method_key_with_a_label_runs_that_method_as_a_variant(tmp_path):
+    path = write(tmp_path, """\
+        preset: smoke
+        methods:
+          gim: {}
+          gim@iterative: {method: {schedule: iterative}}
+        tasks: {synthetic_textures: {}}
+        """)  # fmt: skip
+    specs = experiment.load(path).expand()
+    assert [(s.method, s.overrides) for s in specs] == [("gim", {}), ("gim", {"method": {"schedule": "iterative"}})]
+    resolved = [resolve(spec) for spec in specs]
+    assert resolved[0].run_id != resolved[1].run_id
+    assert resolved[1].as_dict["method"]["schedule"] == "iterative"
+    assert len(plan.check(experiment.load(path), data=False).items) == 2
 
 
 @pytest.mark.parametrize(
