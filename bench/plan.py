@@ -15,6 +15,7 @@ from pathlib import Path
 from bench import config as cfg
 from bench import slurm
 from bench.data import DataError
+from bench.aggregate import variant_from_config
 from bench.experiment import Experiment
 from bench.registry import UnknownNameError
 from bench.spec import Resolved, RunSpec, resolve
@@ -109,7 +110,7 @@ def planned_run(resolved: Resolved) -> PlannedRun:
     spec = resolved.spec
     protocol = resolve(dataclasses.replace(spec, overrides={})).train.batch_size
     return PlannedRun(resolved.run_id, spec.method, spec.task, spec.seed, resolved.train.batch_size, protocol,
-                      WORLD_SIZE)  # fmt: skip
+                      WORLD_SIZE, variant=variant_from_config(resolved.as_dict))  # fmt: skip
 
 
 def batch_warnings(items: list[PlanItem]) -> list[str]:

@@ -20,7 +20,7 @@ import submitit
 
 from bench import experiment, launch, plan, record, slurm, snapshot, sweep_state
 from bench.runner import RunJob
-from bench.sweep_state import ACTIVE, DONE, RunState, Submission
+from bench.sweep_state import ACTIVE, DONE, PlannedRun, RunState, Submission
 
 log = logging.getLogger("bench.run")  # the console shows this logger's messages
 EXIT_USAGE = 2
@@ -45,12 +45,12 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("collect", help="merge a sweep folder's rows into OUT/results.csv")
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, help="the sweep's output folder (bench sweep --out)")
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("validate", help="check an experiment file (names, keys, data) without running it")
-    p.add_argument("experiment", type=Path)
-    p.add_argument("--data-root", type=Path)
+    p.add_argument("experiment", type=Path, help="an experiment YAML, e.g. results/small/experiment.yaml")
+    p.add_argument("--data-root", type=Path, help="where the tasks' data lives (overrides the file's data_root)")
     p.add_argument("--skip-data", action="store_true", help="check names, keys and resources only")
     p.set_defaults(func=cmd_validate)
 
@@ -217,7 +217,7 @@ def format_states(states: list[RunState]) -> str:
     if not states:
         return "no runs"
     head = ("state", "task", "method", "seed", "run_id", "job", "restarts", "last log line / note")
-    rows = [(s.state, s.run.task, s.run.method, str(s.run.seed), s.run.run_id, s.run.job_id or "-",
+    rows = [(s.state, s.run.task, method_label(s.run), str(s.run.seed), s.run.run_id, s.run.job_id or "-",
              str(s.restarts), sweep_state.join(s.note, s.last_line)) for s in states]  # fmt: skip
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
     room = max(40, shutil.get_terminal_size((160, 24)).columns - sum(widths) - 2 * len(widths))
@@ -228,6 +228,11 @@ def format_states(states: list[RunState]) -> str:
     counts = Counter(s.state for s in states)
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+def method_label(run: PlannedRun) -> str:
+    """``gim`` or, for a variant, ``gim [schedule=iterative]``."""
+    return f"{run.method} [{run.variant}]" if run.variant else run.method
 
 
 def clip(text: str, width: int) -> str:

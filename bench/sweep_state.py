@@ -45,6 +45,8 @@ class PlannedRun:
     world_size: int = 1
     job_id: str = ""
     log_dir: str = ""
+    variant: str = ""
+    """The method settings that tell this run apart from the method's default (see bench.aggregate)."""
 
     @property
     def effective_batch_size(self) -> int:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from bench import config as cfg
-from bench import experiment, plan, record, slurm, snapshot, sweep_state
+from bench import experiment, plan, record, slurm, snapshot, sweep, sweep_state
 from bench.cli import main
 from bench.registry import METHODS
 from bench.runner import RunJob
 from bench.spec import RunSpec, resolve
-from bench.sweep_state import PlannedRun, Submission
+from bench.sweep_state import PlannedRun, RunState, Submission
 from tests.conftest import REPO
 
 TINY = """\
@@ -81,7 +81,9 @@ def test_a_method_key_with_a_label_runs_that_method_as_a_variant(tmp_path):
     resolved = [resolve(spec) for spec in specs]
     assert resolved[0].run_id != resolved[1].run_id
     assert resolved[1].as_dict["method"]["schedule"] == "iterative"
-    assert len(plan.check(experiment.load(path), data=False).items) == 2
+    runs = [item.run for item in plan.check(experiment.load(path), data=False).items]
+    assert [r.variant for r in runs] == ["", "schedule=iterative"]
+    assert "gim [schedule=iterative]" in sweep.format_states([RunState(r, "local", "queued", 0, "", "") for r in runs])
 
 
 @pytest.mark.parametrize(
