@@ -209,6 +209,8 @@ class Method:
     """Pretrains on labelled data (batches carry labels)."""
     trains: ClassVar[bool] = True
     """False for methods without a training phase (random init, hand-made features)."""
+    modalities: ClassVar[tuple[str, ...]] = ("vision", "audio")
+    """The task modalities the method applies to (e.g. the audio ablations: ``("audio",)``)."""
     presets: ClassVar[dict[str, dict[str, dict]]] = {}
     """Preset name -> modality ("vision", "audio" or "any") -> nested overrides of any section."""
     work_dir: Path | None = None

@@ -49,7 +49,6 @@ def check(exp: Experiment, data: bool = True) -> Plan:
         where = f"{spec.method} on {spec.task}"
         try:
             resolved = resolve(spec)
-            check_modality(resolved)
         except UnknownNameError as err:
             problems.append(str(err))  # once per name, not once per run
             continue
@@ -84,17 +83,6 @@ def task_resources(exp: Experiment, problems: list[str], warnings: list[str]) ->
                 "(data-parallel training inside a job is not implemented); ask for 1 GPU per run"
             )
     return out
-
-
-def check_modality(resolved: Resolved) -> None:
-    """Methods may declare ``modalities``; one listed on a task of another modality is an error."""
-    supported = getattr(resolved.method_cls, "modalities", None)
-    modality = resolved.task_cls.modality
-    if supported is not None and modality not in supported:
-        raise cfg.ConfigError(
-            f"method {resolved.spec.method} supports {', '.join(supported)} tasks, not {modality}; "
-            f"leave it out of tasks.{resolved.spec.task}.methods"
-        )
 
 
 def check_data(resolved: Resolved, problems: list[str]) -> None:

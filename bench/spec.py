@@ -79,10 +79,22 @@ def merged_overrides(spec: RunSpec, method_cls: type[Method], task_cls: type[Tas
     return merged
 
 
+def check_modality(spec: RunSpec, method_cls: type[Method], task_cls: type[Task]) -> None:
+    """A method applies only to tasks of the modalities it declares (the audio ablations, MFCC: audio)."""
+    if task_cls.modality in method_cls.modalities:
+        return
+    fits = [m for m in METHODS.names() if task_cls.modality in METHODS.get(m).modalities]
+    raise cfg.ConfigError(
+        f"method {spec.method} applies to {' and '.join(method_cls.modalities)} tasks, and {spec.task} is a "
+        f"{task_cls.modality} task; methods for it: {', '.join(fits)}"
+    )
+
+
 def resolve(spec: RunSpec) -> Resolved:
     """Validate ``spec`` and build every section's config; raises ConfigError or UnknownNameError."""
     check_preset(spec.preset)
     method_cls, task_cls = METHODS.get(spec.method), TASKS.get(spec.task)
+    check_modality(spec, method_cls, task_cls)
     values = merged_overrides(spec, method_cls, task_cls)
     method = cfg.build(method_cls.Config, values.get("method", {}), "method")
     task = cfg.build(task_cls.Config, values.get("task", {}), "task")

@@ -34,6 +34,13 @@ def test_unknown_key_is_an_error(capsys, tmp_path):
     assert "unknown key method.lrr" in capsys.readouterr().err
 
 
+def test_an_audio_only_method_on_a_vision_task_is_an_error(capsys, tmp_path):
+    assert main(["run", "--method", "gim_no_ar", "--task", "synthetic_textures", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "gim_no_ar applies to audio tasks" in err and "methods for it: " in err and "gim, " in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_malformed_yaml_is_one_clear_message(capsys, tmp_path):
     bad = tmp_path / "exp.yaml"
     bad.write_text("method: {lr: 1\n")

@@ -122,7 +122,7 @@ def test_validation_reports_every_problem_at_once(tmp_path):
 
 def test_a_method_on_a_modality_it_does_not_support_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(METHODS.get("random_init"), "modalities", ("audio",), raising=False)
-    with pytest.raises(cfg.ConfigError, match="supports audio tasks, not vision"):
+    with pytest.raises(cfg.ConfigError, match="applies to audio tasks, and synthetic_textures is a vision task"):
         plan.check(experiment.load(write(tmp_path, TINY)))
 
 
