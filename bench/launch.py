@@ -19,7 +19,7 @@ from pathlib import Path
 
 import submitit
 
-from bench import slurm
+from bench import record, slurm
 from bench.runner import RunJob
 from bench.sweep_state import LOG_DIR, STATE_DIR, PlannedRun
 
@@ -34,7 +34,14 @@ class RunChain:
     jobs: list[RunJob]
 
     def __call__(self) -> list:
-        return [job() for job in self.jobs]  # a finished run returns at once, so a restart skips it
+        outcomes = []
+        for job in self.jobs:  # a finished run returns at once, so a restart skips it
+            outcomes.append(job())
+            if outcomes[-1].status == record.STATUS_INTERRUPTED:
+                log.warning("run %s was stopped by a signal; the %d runs after it in this job wait for the "
+                            "next `bench sweep`", outcomes[-1].run_id, len(self.jobs) - len(outcomes))  # fmt: skip
+                break
+        return outcomes
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(RunChain(self.jobs))

@@ -304,3 +304,18 @@ def test_local_job_signalled_before_its_time_limit_requeues_and_resumes(tmp_path
     os.kill(task, signal.SIGUSR2)  # what the local controller sends signal_delay_s before the time limit
     (state,) = wait_for(lambda: [s for s in sweep_state.run_states(out) if s.state == "done"])
     assert state.restarts == 1 and "resuming from checkpoint" in log.read_text()
+
+
+def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
+    """Ctrl-C or kill on a local job: the interrupted run keeps its checkpoint and the next runs do not start."""
+    from bench.execute import RunOutcome
+    from bench.launch import RunChain
+
+    called = []
+
+    def job(run_id, status):
+        return lambda: called.append(run_id) or RunOutcome(run_id, "", status)
+
+    chain = RunChain([job("a", record.STATUS_OK), job("b", record.STATUS_INTERRUPTED), job("c", record.STATUS_OK)])
+    assert [o.run_id for o in chain()] == ["a", "b"]
+    assert called == ["a", "b"]
