@@ -22,8 +22,8 @@ from bench import record, slurm
 
 STATE_DIR = ".sweep"
 LOG_DIR = "logs"
-QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, NOT_SUBMITTED = (
-    "queued", "running", "done", "failed", "interrupted", "not submitted",
+QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, NOT_STARTED, NOT_SUBMITTED = (
+    "queued", "running", "done", "failed", "interrupted", "not started", "not submitted",
 )  # fmt: skip
 ACTIVE = (QUEUED, RUNNING)
 RESTART = re.compile(r"\(restart (\d+)\)")
@@ -200,6 +200,9 @@ def state_of(out: Path, run: PlannedRun, sub: Submission | None, queue: dict[str
             note = join(note, "requeued: resumes from its checkpoint")
     elif status == record.STATUS_INTERRUPTED:
         state, note = INTERRUPTED, join(note, error + "; sweep again to resume")
+    elif run.job_id and not (run_dir / record.LOG_FILE).is_file():
+        state, note = NOT_STARTED, join(note, "its job ended before it began (stopped, or see the job's log); "
+                                              "sweep again to run it")  # fmt: skip
     elif run.job_id:
         state, note = FAILED, join(note, "the job ended without writing rows; see its log")
     else:

@@ -175,7 +175,7 @@ def write_rows(run_dir: Path, status: str, restarts: int = 0) -> None:
 
 
 def test_status_combines_rows_logs_and_the_queue(tmp_path, monkeypatch):
-    ids = ["queued", "running", "requeue", "done", "failed", "vanished", "cancelled"]
+    ids = ["queued", "running", "requeue", "done", "failed", "vanished", "cancelled", "crashed"]
     runs = [fake_run(name, f"7_{i}") for i, name in enumerate(ids)]
     sweep_state.save(
         tmp_path, Submission("slurm", "x", "x.yaml", None, runs, submitted_at="2000-01-01T00:00:00+00:00")
@@ -183,6 +183,8 @@ def test_status_combines_rows_logs_and_the_queue(tmp_path, monkeypatch):
     (tmp_path / "running").mkdir()
     (tmp_path / "running" / "run.log").write_text("2026-01-01 10:00:00,000 INFO bench.run: resuming from "
                                                   "checkpoint at step 5 (restart 2)\n")  # fmt: skip
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / "run.log").write_text("2026-01-01 10:00:00,000 INFO bench.run: run crashed\n")
     for name, status in [
         ("requeue", "interrupted"),
         ("done", "ok"),
@@ -195,10 +197,12 @@ def test_status_combines_rows_logs_and_the_queue(tmp_path, monkeypatch):
     states = {s.run.run_id: s for s in sweep_state.run_states(tmp_path)}
     got = {name: states[name].state for name in ids}
     assert got == {"queued": "queued", "running": "running", "requeue": "queued", "done": "done",
-                   "failed": "failed", "vanished": "failed", "cancelled": "interrupted"}  # fmt: skip
+                   "failed": "failed", "vanished": "not started", "cancelled": "interrupted",
+                   "crashed": "failed"}  # fmt: skip
     assert states["running"].restarts == 2 and states["done"].restarts == 1
     assert "resuming from checkpoint" in states["running"].last_line
-    assert "requeued" in states["requeue"].note and "without writing rows" in states["vanished"].note
+    assert "requeued" in states["requeue"].note and "without writing rows" in states["crashed"].note
+    assert "sweep again" in states["vanished"].note
     monkeypatch.setattr(slurm, "queue_states", lambda job_ids: None)  # the controller is down
     assert sweep_state.run_states(tmp_path)[0].note.endswith("state unknown")
 
@@ -243,7 +247,7 @@ def test_validate_fails_with_the_fix_in_the_message(tmp_path, capsys):
     assert "Did you mean 'gim'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["smoke", "small", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "small", "paper", "memory"])
 def test_shipped_experiment_files_open_with_their_command_and_load(name):
     path = REPO / "results" / name / "experiment.yaml"
     assert path.read_text().startswith("# Run:  python -m bench sweep results/")
