@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from bench.sweep_state import LOG_DIR, STATE_DIR, PlannedRun
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("slurm", "local", "debug")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -34,13 +36,22 @@ class RunChain:
     jobs: list[RunJob]
 
     def __call__(self) -> list:
+        # SIGTERM or SIGINT stops the chain: during training the run's own handler checkpoints and ends it
+        # (status interrupted); outside training (data loading, the probes) it is noted here, the run ends
+        # normally, and no further run starts. SIGUSR2 (time limit) stays submitit's: it requeues the chain.
+        stopped: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signum)) for sig in STOP_SIGNALS}
         outcomes = []
-        for job in self.jobs:  # a finished run returns at once, so a restart skips it
-            outcomes.append(job())
-            if outcomes[-1].status == record.STATUS_INTERRUPTED:
-                log.warning("run %s was stopped by a signal; the %d runs after it in this job wait for the "
-                            "next `bench sweep`", outcomes[-1].run_id, len(self.jobs) - len(outcomes))  # fmt: skip
-                break
+        try:
+            for job in self.jobs:  # a finished run returns at once, so a restart skips it
+                outcomes.append(job())
+                if outcomes[-1].status == record.STATUS_INTERRUPTED or stopped:
+                    log.warning("stopped by a signal after run %s; the %d runs after it in this job wait for "
+                                "the next `bench sweep`", outcomes[-1].run_id, len(self.jobs) - len(outcomes))  # fmt: skip
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return outcomes
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

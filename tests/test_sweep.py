@@ -323,3 +323,12 @@ def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
     chain = RunChain([job("a", record.STATUS_OK), job("b", record.STATUS_INTERRUPTED), job("c", record.STATUS_OK)])
     assert [o.run_id for o in chain()] == ["a", "b"]
     assert called == ["a", "b"]
+
+    # a signal outside training (no run handler installed): the run ends normally, the next does not start
+    def signalled():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return job("d", record.STATUS_OK)()
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert [o.run_id for o in RunChain([signalled, job("e", record.STATUS_OK)])()] == ["d"]
+    assert called[-1] == "d" and signal.getsignal(signal.SIGTERM) is before
