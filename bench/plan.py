@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench import config as cfg
 from bench import slurm
-from bench.data import DataError
 from bench.aggregate import variant_from_config
+from bench.data import DataError
 from bench.experiment import Experiment
 from bench.registry import UnknownNameError
 from bench.spec import Resolved, RunSpec, resolve

@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from bench import progress
-
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
 from bench.measure import PeakMemory, Throughput
 

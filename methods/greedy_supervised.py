@@ -8,8 +8,6 @@ Heads as in methods/_heads.py: pooled for clip/image labels, per frame (time axi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -17,15 +15,7 @@ from bench.interfaces import Batch, Method
 from bench.registry import METHODS
 from methods._heads import head_loss, label_set, num_classes, probe_outputs
 from methods._optim import adam
-
-
-@dataclass(frozen=True)
-class Config:
-    lr: float = 2e-4
-    """Adam learning rate."""
-    target: str = ""
-    """Label set to train on (empty = the task's first, e.g. class, speaker)."""
-    weight_decay: float = 0.0
+from methods.supervised import Config, Supervised  # the same settings and per-preset learning rates
 
 
 @METHODS.register("greedy_supervised")
@@ -33,11 +23,7 @@ class GreedySupervised(Method):
     description = "greedy supervised: each module its own linear classifier, gradient-isolated"
     Config = Config
     supervised = True
-    presets = {
-        "smoke": {"any": {"method": {"lr": 1e-3}}},
-        "small": {"any": {"method": {"lr": 1e-3}}},
-        "paper": {"vision": {"method": {"lr": 1.5e-4}}, "audio": {"method": {"lr": 2e-4}}},
-    }
+    presets = Supervised.presets
 
     def __init__(self, config: Config, encoder, task, device: torch.device) -> None:
         super().__init__(config, encoder, task, device)
