@@ -27,7 +27,8 @@ class TrainConfig:
     batch_size: int = 32
     """Samples per step."""
     warmup_steps: int = 2
-    """Steps excluded from the throughput measurement."""
+    """Steps at the start of each phase left out of the throughput; peak memory is measured over them (over
+    the first step when 0), the later steps are timed (``bench.trainer.StepMeter``)."""
     checkpoint_every: int = 50
     """Save a resumable checkpoint every this many steps (and at the end of each epoch)."""
     val_batches: int = 0
@@ -40,6 +41,10 @@ class TrainConfig:
     """Autocast precision for the training forward passes."""
     channels_last: bool = False
     """Use the channels-last memory format for image encoders."""
+    reuse_heap: bool = True
+    """CPU with glibc: after the warm-up steps, and while probing, keep memory freed by a step in the process
+    heap for the next one instead of unmapping it and page-faulting it in again (``bench.measure.HeapReuse``):
+    GIM's step at the stl10 memory preset took 1.85 s instead of 2.16 s. Memory is measured with it off."""
     deterministic: bool = True
     """torch.use_deterministic_algorithms: bit-identical reruns and resumes (the loss's index backward is
     otherwise order-dependent across threads); turn off for speed on GPUs if exactness does not matter."""

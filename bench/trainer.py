@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bench import progress
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
-from bench.measure import PeakMemory, Throughput
+from bench.measure import HeapReuse, PeakMemory, Throughput
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoints/last.pt"
@@ -124,6 +124,40 @@ def load_checkpoint(path: Path, encoder: ModularEncoder, method: Method) -> Trai
 
 
 @dataclass
+class StepMeter:
+    """Which steps measure what: memory over the first steps of each phase, speed over the rest.
+
+    The first ``max(1, warmup)`` steps of each phase (counted in this process, so also after a resume) run
+    with heap reuse off and the resident peak tracked; the later ones run with heap reuse on (much faster on
+    CPU, but resident memory would then include the heap's fragmentation) and are timed. Every step of a
+    phase has the same shapes, so its first steps reach the phase's peak; the first step also allocates the
+    optimizer state.
+    """
+
+    memory: PeakMemory
+    heap: HeapReuse
+    speed: Throughput
+    warmup: int
+    phase_steps: int = 0
+
+    def new_phase(self) -> None:
+        self.phase_steps = 0
+
+    def step_begin(self) -> None:
+        if self.phase_steps < max(1, self.warmup):
+            self.heap.disable()
+            self.memory.resume()
+        else:
+            self.memory.pause()
+            self.heap.enable()
+        self.speed.step_begin(timed=self.phase_steps >= self.warmup)
+
+    def step_end(self, samples: int) -> None:
+        self.speed.step_end(samples)
+        self.phase_steps += 1
+
+
+@dataclass
 class Trainer:
     task: Task
     method: Method
@@ -147,16 +181,20 @@ class Trainer:
         n = self.task.split_size(split)
         steps = self.steps_per_epoch(n)
         total = self.method.num_phases() * self.cfg.epochs * steps
-        memory, speed = PeakMemory(self.device), Throughput(self.device, self.cfg.warmup_steps)
+        memory, speed = PeakMemory(self.device), Throughput(self.device)
         memory.start()
+        heap = HeapReuse(self.cfg.reuse_heap and memory.pausable)
+        meter = StepMeter(memory, heap, speed, self.cfg.warmup_steps)
         bar = progress.bar(total=total, initial=pos.global_step, desc="train", unit="step")
-        with bar:
+        with bar, heap:
             while pos.phase < self.method.num_phases():
+                meter.new_phase()
                 while pos.epoch < self.cfg.epochs:
-                    self.run_epoch(state, split, n, steps, speed, bar, path)
+                    self.run_epoch(state, split, n, steps, meter, bar, path)
                     pos.epoch, pos.step = pos.epoch + 1, 0
                     save_checkpoint(path, self.encoder, self.method, state)
                 pos.phase, pos.epoch = pos.phase + 1, 0
+        memory.pause()
         pos.done = True
         metrics = state.metrics + self.measurements(memory, speed)
         state.metrics = metrics
@@ -173,7 +211,7 @@ class Trainer:
             )
         return n // self.cfg.batch_size
 
-    def run_epoch(self, state: TrainState, split: str, n: int, steps: int, speed: Throughput, bar: tqdm,
+    def run_epoch(self, state: TrainState, split: str, n: int, steps: int, meter: StepMeter, bar: tqdm,
                   path: Path) -> None:  # fmt: skip
         pos, bs = state.position, self.cfg.batch_size
         perm = epoch_permutation(self.seed, pos.phase, pos.epoch, n)
@@ -183,10 +221,10 @@ class Trainer:
             idx = perm[(pos.step * bs + torch.arange(bs)) % n]
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
             batch.index = idx
-            speed.step_begin()
+            meter.step_begin()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
                 losses = self.method.train_step(batch, pos.phase)
-            speed.step_end(len(batch))
+            meter.step_end(len(batch))
             for m, value in losses.items():
                 state.loss_sums[m] = state.loss_sums.get(m, 0.0) + float(value)
                 state.loss_counts[m] = state.loss_counts.get(m, 0) + 1

@@ -58,6 +58,29 @@ class PreActBasic(nn.Module):
 BLOCKS = {"bottleneck": PreActBottleneck, "basic": PreActBasic}
 
 
+class SpatialMean(torch.autograd.Function):
+    """Mean over each map's positions, (N, C, h, w) -> (N, C, 1, 1), with a one-pass backward.
+
+    The forward is average pooling over the whole map: under bf16 autocast it stays in bf16, where a
+    ``mean()`` would first copy z to float32. The backward writes the broadcast gradient g / (h * w) once,
+    in z's memory format, so the convolution backward reads it without a copy; ``avg_pool2d``'s own
+    backward gives the same values but took 15-20x longer on CPU (37 ms instead of 2.4 ms for a
+    (392, 256, 16, 16) bf16 map, ~80 ms of a 2.4 s GIM step at the memory preset).
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        channels_last = z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last)
+        ctx.layout = (z.shape, torch.channels_last if channels_last else torch.contiguous_format)
+        return F.avg_pool2d(z, z.shape[2:])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        shape, memory_format = ctx.layout
+        out = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=memory_format)
+        return out.copy_((grad / (shape[2] * shape[3])).expand(shape))
+
+
 def patchify(x: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
     """(B, C, S, S) -> (B*G*G, C, patch, patch), ordered image, then patch row, then patch column."""
     b, c = x.shape[:2]
@@ -102,10 +125,7 @@ class PatchResNet(ModularEncoder):
 
     def module_output(self, m: int, z_in: torch.Tensor, rep_in: torch.Tensor | None, z: torch.Tensor) -> ModuleOutput:
         g = self.grid
-        # Average pooling rather than mean(): its backward keeps the channels-last layout of z (a mean's
-        # gradient is a plain contiguous tensor, which every convolution backward would then copy), and under
-        # bf16 autocast it does not first copy z to float32.
-        pooled = F.avg_pool2d(z, z.shape[2:]).flatten(1)  # (B*G*G, C, h, w) -> (B*G*G, C)
+        pooled = SpatialMean.apply(z).flatten(1)  # (B*G*G, C, h, w) -> (B*G*G, C)
         rep = pooled.view(-1, g, g, pooled.shape[1]).permute(0, 3, 1, 2)  # -> (B, C, G, G)
         return ModuleOutput(z=z, rep=rep, target=rep)
 
