@@ -3,7 +3,8 @@
 Every run is a ``RunJob`` (checkpointable; resumes from its run folder). On SLURM the runs go out as one
 job array (per distinct set of resources), each array task running one run, at most
 ``array_parallelism`` at a time. The local executor has no queue, so runs are dealt round-robin into
-``RunChain`` jobs, as many as may run at once, each running its runs one after another.
+``RunChain`` jobs, as many as may run at once, each running its runs one after another, each run in a
+process of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 import submitit
 
 from bench import record, slurm
-from bench.runner import RunJob
+from bench.execute import RunOutcome
+from bench.isolate import IsolatedRun
+from bench.runner import RunJob, finished, finished_outcome
 from bench.sweep_state import LOG_DIR, STATE_DIR, PlannedRun
 
 log = logging.getLogger(__name__)
@@ -31,20 +34,34 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 @dataclass
 class RunChain:
-    """Several runs one after another in one job (local executor); checkpointable like RunJob."""
+    """Several runs one after another in one job (local executor); checkpointable like RunJob.
+
+    With ``isolate`` (the default) each run has a process of its own (``bench.isolate``), so its memory and
+    one-time allocations are its own and runs compare as if each were alone; the chain hands signals on.
+    """
 
     jobs: list[RunJob]
+    isolate: bool = True
 
     def __call__(self) -> list:
         # SIGTERM or SIGINT stops the chain: during training the run's own handler checkpoints and ends it
         # (status interrupted); outside training (data loading, the probes) it is noted here, the run ends
-        # normally, and no further run starts. SIGUSR2 (time limit) stays submitit's: it requeues the chain.
+        # normally, and no further run starts. SIGUSR2 (time limit) requeues the chain through submitit: an
+        # in-process run hands it on itself (RunJob); an isolated run is stopped first, then the chain does.
         stopped: list[int] = []
-        previous = {sig: signal.signal(sig, lambda signum, frame: stopped.append(signum)) for sig in STOP_SIGNALS}
+        running: list[IsolatedRun] = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            stopped.append(signum)
+            for run in running:
+                run.signal(signum)
+
+        handled = (*STOP_SIGNALS, signal.SIGUSR2) if self.isolate else STOP_SIGNALS
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
         outcomes = []
         try:
             for job in self.jobs:  # a finished run returns at once, so a restart skips it
-                outcomes.append(job())
+                outcomes.append(self.run(job, running))
                 if outcomes[-1].status == record.STATUS_INTERRUPTED or stopped:
                     log.warning("stopped by a signal after run %s; the %d runs after it in this job wait for "
                                 "the next `bench sweep`", outcomes[-1].run_id, len(self.jobs) - len(outcomes))  # fmt: skip
@@ -52,10 +69,24 @@ class RunChain:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if signal.SIGUSR2 in stopped:
+            signal.raise_signal(signal.SIGUSR2)  # submitit's handler, restored above: requeue this chain
         return outcomes
 
+    def run(self, job: RunJob, running: list[IsolatedRun]) -> RunOutcome:
+        if not self.isolate:
+            return job()
+        run_dir = Path(job.run_dir)
+        if finished(run_dir):
+            return finished_outcome(run_dir)
+        running.append(IsolatedRun(job, run_dir, run_dir.name))
+        try:
+            return running[0].wait()
+        finally:
+            running.clear()
+
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(RunChain(self.jobs))
+        return submitit.helpers.DelayedSubmission(RunChain(self.jobs, self.isolate))
 
 
 def log_folder(out: Path) -> Path:

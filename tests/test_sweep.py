@@ -310,6 +310,19 @@ def test_local_job_signalled_before_its_time_limit_requeues_and_resumes(tmp_path
     assert state.restarts == 1 and "resuming from checkpoint" in log.read_text()
 
 
+def test_a_local_chain_runs_each_run_in_a_process_of_its_own(tmp_path):
+    """So that no run's memory includes torch's one-time allocations or a heap shaped by the runs before it."""
+    from bench.launch import RunChain
+    from tests.isolation_probe import PidJob
+
+    outcomes = RunChain([PidJob(str(tmp_path / "a")), PidJob(str(tmp_path / "b")), PidJob(str(tmp_path / "c"), 3)])()
+    assert [o.status for o in outcomes] == [record.STATUS_OK, record.STATUS_OK, record.STATUS_FAILED]
+    pids = {int(o.error) for o in outcomes[:2]}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert "exit code 3" in outcomes[2].error
+    assert not list(tmp_path.rglob("*.pkl*"))  # the job and outcome files are cleaned up
+
+
 def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
     """Ctrl-C or kill on a local job: the interrupted run keeps its checkpoint and the next runs do not start."""
     from bench.execute import RunOutcome
@@ -320,7 +333,8 @@ def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
     def job(run_id, status):
         return lambda: called.append(run_id) or RunOutcome(run_id, "", status)
 
-    chain = RunChain([job("a", record.STATUS_OK), job("b", record.STATUS_INTERRUPTED), job("c", record.STATUS_OK)])
+    jobs = [job("a", record.STATUS_OK), job("b", record.STATUS_INTERRUPTED), job("c", record.STATUS_OK)]
+    chain = RunChain(jobs, isolate=False)
     assert [o.run_id for o in chain()] == ["a", "b"]
     assert called == ["a", "b"]
 
@@ -330,5 +344,5 @@ def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
         return job("d", record.STATUS_OK)()
 
     before = signal.getsignal(signal.SIGTERM)
-    assert [o.run_id for o in RunChain([signalled, job("e", record.STATUS_OK)])()] == ["d"]
+    assert [o.run_id for o in RunChain([signalled, job("e", record.STATUS_OK)], isolate=False)()] == ["d"]
     assert called[-1] == "d" and signal.getsignal(signal.SIGTERM) is before
