@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     """A bad configuration value, key, override or file; the message says which and what to do."""
 
 
+YAML_BOOL_WORDS = {False: ("off", "no", "false", "n"), True: ("on", "yes", "true", "y")}
+
+
 def parse_value(text: str) -> Any:
     """Parse one override value with YAML rules: ``1e-3`` -> float, ``[0, 1]`` -> list, ``true`` -> bool."""
     try:
@@ -119,6 +122,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[0])
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: take back the word typed
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in YAML_BOOL_WORDS[value]]
+            value = spelled[0] if spelled else value
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value

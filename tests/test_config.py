@@ -22,6 +22,15 @@ def test_overrides_parse_numbers_lists_and_nesting():
     assert out == {"method": {"lr": 0.001, "train_modules": [0]}, "train": {"epochs": 3}, "eval": {"all_modules": True}}
 
 
+def test_a_choice_spelled_like_a_yaml_boolean_stays_a_choice():
+    """``--set train.amp=off``: YAML 1.1 reads ``off`` as False; the Literal field takes back the word."""
+    values = cfg.parse_overrides(["train.amp=off"])["train"]
+    assert values == {"amp": False}
+    assert resolve(RunSpec(method="gim", task="synthetic_textures", overrides={"train": values})).train.amp == "off"
+    with pytest.raises(cfg.ConfigError, match="must be one of"):
+        cfg.build(Toy, {"mode": False}, "method")  # no choice is spelled like a boolean
+
+
 @pytest.mark.parametrize("bad", ["lr=1", "method.lr", "=3"])
 def test_malformed_override_says_how(bad):
     with pytest.raises(cfg.ConfigError, match="SECTION.KEY=VALUE"):
