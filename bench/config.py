@@ -22,7 +22,7 @@ class ConfigError(ValueError):
     """A bad configuration value, key, override or file; the message says which and what to do."""
 
 
-YAML_BOOL_WORDS = {False: ("off", "no", "false", "n"), True: ("on", "yes", "true", "y")}
+YAML_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
 
 
 def parse_value(text: str) -> Any:

@@ -27,12 +27,6 @@ from bench.execute import RunOutcome
 HANDED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
-def write_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(obj))
-    tmp.replace(path)
-
-
 class IsolatedRun:
     """Start ``job`` (a picklable callable returning a RunOutcome) in a child process; ``wait`` for it."""
 
@@ -41,7 +35,7 @@ class IsolatedRun:
         self.run_id, self.folder = run_id, folder
         self.job_file, self.outcome_file = folder / "isolated_job.pkl", folder / "isolated_outcome.pkl"
         self.outcome_file.unlink(missing_ok=True)
-        write_atomic(self.job_file, job)
+        record.atomic_write_bytes(self.job_file, pickle.dumps(job))
         code_root = str(Path(bench.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")])))
         # The chain, not the child, hands submitit's time-limit signal on to submitit (runner.RunJob).
@@ -70,7 +64,7 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, signal.SIG_IGN)
     job_file, outcome_file = (Path(a) for a in argv)
     job = pickle.loads(job_file.read_bytes())
-    write_atomic(outcome_file, job())
+    record.atomic_write_bytes(outcome_file, pickle.dumps(job()))
     return 0
 
 

@@ -11,6 +11,7 @@ Throughput: samples per second over the timed steps, with the device synchronise
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import resource
 import time
@@ -101,16 +102,17 @@ class HeapReuse:
 
 def release_promptly(libc: ctypes.CDLL | None = None) -> bool:
     """Fix glibc to map every block of 128 KiB or more on its own and unmap it when freed, then hand the free
-    heap back: resident memory then follows the memory allocated. False where glibc is not there."""
+    heap back: resident memory then follows the memory allocated. Where glibc is not there, only collects
+    garbage and returns False."""
     libc = libc or _libc()
-    if libc is None:
-        return False
-    for param, value in PROMPT_RELEASE.items():
-        libc.mallopt(param, value)
+    if libc is not None:
+        for param, value in PROMPT_RELEASE.items():
+            libc.mallopt(param, value)
     _release_free_heap()
-    return True
+    return libc is not None
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -154,8 +156,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return
-        if not release_promptly():
-            _release_free_heap()
+        release_promptly()
         self.use_hwm = _reset_peak_rss() and _status_kib("VmHWM") is not None
         if self.use_hwm:
             self.base = (_status_kib("VmRSS") or 0) * 1024

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -35,18 +33,6 @@ ERROR_FLOOR = 1e-3
 """A perfect probe (error 0) is drawn at this error so that it stays on the log scale."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(fig: plt.Figure, out_dir: Path, name: str) -> None:
     """Write NAME.png and NAME.svg, without timestamps."""
     svg, png = io.StringIO(), io.BytesIO()
@@ -54,7 +40,7 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> None:
     fig.savefig(png, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     record.atomic_write_text(out_dir / f"{name}.svg", svg.getvalue())
-    atomic_write_bytes(out_dir / f"{name}.png", png.getvalue())
+    record.atomic_write_bytes(out_dir / f"{name}.png", png.getvalue())
 
 
 def placeholder(out_dir: Path, name: str, title: str, reason: str) -> str:
