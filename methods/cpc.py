@@ -48,7 +48,9 @@ class CPC(Method):
     presets = {
         "always": {"audio": {"method": {"prediction_steps": 12, "negatives": 10}}},
         "smoke": {"any": {"method": {"lr": 1e-3}}},
-        "small": {"any": {"method": {"lr": 1e-3}}},
+        # Vision at 2e-3: on cifar10 small (seed 0) the probe's validation accuracy on the encoder output was
+        # 34.1 % against 33.6 % at 1e-3 and lower at 4e-3.
+        "small": {"vision": {"method": {"lr": 2e-3}}, "audio": {"method": {"lr": 1e-3}}},
         "paper": {"vision": {"method": {"lr": 1.5e-4}}, "audio": {"method": {"lr": 2e-4}}},
     }
 
