@@ -99,11 +99,14 @@ def write_config(run_dir: Path, resolved: dict) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=True))
 
 
-def collect(out_dir: Path) -> Path:
-    """Merge every ``OUT/*/rows.csv`` into ``OUT/results.csv`` in a deterministic order."""
+def collect(out_dir: Path, leave_out: Iterable[str] = ()) -> Path:
+    """Merge every ``OUT/*/rows.csv`` (but the runs in ``leave_out``) into ``OUT/results.csv`` in a
+    deterministic order."""
     rows: list[dict] = []
+    skip = set(leave_out)
     for path in sorted(out_dir.glob(f"*/{ROWS_FILE}")):
-        rows.extend(read_rows(path))
+        if path.parent.name not in skip:
+            rows.extend(read_rows(path))
     order = ("experiment", "task", "method", "seed", "run_id", "metric", "module", "epoch")
 
     def key(row: dict) -> tuple:

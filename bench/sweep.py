@@ -20,7 +20,7 @@ import submitit
 
 from bench import experiment, launch, plan, record, slurm, snapshot, sweep_state
 from bench.runner import RunJob
-from bench.sweep_state import ACTIVE, DONE, PlannedRun, RunState, Submission
+from bench.sweep_state import ACTIVE, DONE, SUPERSEDED, PlannedRun, RunState, Submission
 
 log = logging.getLogger("bench.run")  # the console shows this logger's messages
 EXIT_USAGE = 2
@@ -73,6 +73,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     out = (args.out or args.experiment.parent / "runs").resolve()
     with sweep_state.lock(out):  # two sweeps into one folder must not submit a run twice
+        sweep_state.save_plan(out, exp.name, [item.run for item in checked.items])
         todo = runs_to_submit(out, checked.items)
         handles = submit_or_explain(args, exp, out, todo) if todo else []
     if handles is None:
@@ -185,9 +186,9 @@ def wait(out: Path, handles: list, poll: float) -> None:
 def finish(out: Path) -> int:
     states = sweep_state.run_states(out)
     print(format_states(states))
-    target = record.collect(out)
+    target = record.collect(out, superseded(states))
     print(f"rows collected in {target}")
-    return 0 if states and all(s.state == DONE for s in states) else 1
+    return 0 if states and all(s.state in (DONE, SUPERSEDED) for s in states) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -203,14 +204,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if not states:
         print(f"bench: error: no runs in {args.out}; give the --out folder of a sweep", file=sys.stderr)
         return EXIT_USAGE
-    target = record.collect(args.out)
+    target = record.collect(args.out, superseded(states))
     counts = Counter(s.state for s in states)
     print(f"{sum(1 for _ in record.read_rows(target))} rows from {counts[DONE]} done runs -> {target}")
-    pending = {state: n for state, n in counts.items() if state != DONE}
+    if counts[SUPERSEDED]:
+        print(f"left out {counts[SUPERSEDED]} superseded runs: a later sweep gave their task, method and seed "
+              f"to another configuration (`bench status {args.out}` lists them)")  # fmt: skip
+    pending = {state: n for state, n in counts.items() if state not in (DONE, SUPERSEDED)}
     if pending:
         print("not done: " + ", ".join(f"{n} {state}" for state, n in sorted(pending.items()))
               + f" (see `bench status {args.out}`)")  # fmt: skip
     return 0
+
+
+def superseded(states: list[RunState]) -> list[str]:
+    return [s.run.run_id for s in states if s.state == SUPERSEDED]
 
 
 def format_states(states: list[RunState]) -> str:

@@ -1,8 +1,9 @@
 """What a sweep submitted, kept in its output folder, and each run's state worked out from it later.
 
 Every ``bench sweep`` writes ``OUT/.sweep/submissions/<time>.json`` (atomically): the executor, the code
-snapshot, and every run of the experiment with its job id (empty for runs skipped as already done or
-still queued). ``bench status`` and ``bench collect`` read only these files, the run folders and the queue,
+snapshot, and the runs it submitted with their job ids; and updates ``OUT/.sweep/plan.json``: which run
+fills each place (task, method, variant, seed) of the experiment now, so runs of an older configuration
+show as superseded. ``bench status`` and ``bench collect`` read only these files, the run folders and the queue,
 so they work from any shell, during or after the sweep.
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 from bench import record, slurm
 
 STATE_DIR = ".sweep"
+PLAN_FILE = "plan.json"
 LOG_DIR = "logs"
-QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, NOT_STARTED, NOT_SUBMITTED = (
-    "queued", "running", "done", "failed", "interrupted", "not started", "not submitted",
+QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, NOT_STARTED, NOT_SUBMITTED, SUPERSEDED = (
+    "queued", "running", "done", "failed", "interrupted", "not started", "not submitted", "superseded",
 )  # fmt: skip
 ACTIVE = (QUEUED, RUNNING)
 RESTART = re.compile(r"\(restart (\d+)\)")
@@ -116,6 +118,41 @@ def latest_runs(subs: list[Submission]) -> dict[str, tuple[PlannedRun, Submissio
     return latest
 
 
+def slot(experiment: str, task: str, method: str, variant: str, seed: int | str) -> str:
+    """A run's place in an experiment, whatever its configuration."""
+    return "/".join([experiment, task, method, variant, str(seed)])
+
+
+def save_plan(out: Path, experiment: str, runs: list[PlannedRun]) -> None:
+    """Record which run now fills each place of ``experiment`` in ``OUT/.sweep/plan.json`` (merged with the
+    places of earlier sweeps, so a sweep of part of an experiment changes only its own places)."""
+    slots = load_plan(out)
+    slots.update({slot(experiment, r.task, r.method, r.variant, r.seed): r.run_id for r in runs})
+    record.atomic_write_text(out / STATE_DIR / PLAN_FILE, json.dumps(slots, indent=1, sort_keys=True) + "\n")
+
+
+def load_plan(out: Path) -> dict[str, str]:
+    path = out / STATE_DIR / PLAN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def superseded_runs(out: Path) -> dict[str, str]:
+    """Runs whose place in an experiment (task, method, variant, seed) a later sweep gave to another
+    configuration, because the experiment file, a preset or a default changed since: run id -> the run id
+    that replaced it. ``bench collect`` leaves them out of results.csv; their folders stay as they are."""
+    slots = load_plan(out)
+    current = set(slots.values())
+    stale = {}
+    for rows_path in sorted(out.glob(f"*/{record.ROWS_FILE}")):
+        rows = record.read_rows(rows_path)
+        if rows and rows_path.parent.name not in current:
+            r = rows[0]
+            place = slot(r.get("experiment", ""), r["task"], r["method"], r.get("variant", ""), r["seed"])
+            if place in slots:
+                stale[rows_path.parent.name] = slots[place]
+    return stale
+
+
 def job_states(runs: list[tuple[PlannedRun, Submission]]) -> dict[str, str] | None:
     """job id -> RUNNING / PENDING / ... for every job still alive; None when the queue cannot be asked."""
     states: dict[str, str] = {}
@@ -150,6 +187,11 @@ def run_states(out: Path) -> list[RunState]:
     for rows_path in sorted(out.glob(f"*/{record.ROWS_FILE}")):  # runs finished outside any sweep record
         if rows_path.parent.name not in latest:
             states.append(state_of(out, orphan_run(rows_path), None, {}, False))
+    stale = superseded_runs(out)
+    for s in states:
+        if s.run.run_id in stale:
+            s.state = SUPERSEDED
+            s.note = join(f"replaced by {stale[s.run.run_id]} (another configuration); not collected", s.note)
     return sorted(states, key=lambda s: (s.run.task, s.run.method, s.run.seed, s.run.run_id))
 
 

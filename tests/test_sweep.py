@@ -164,6 +164,31 @@ def test_sweep_runs_collects_and_a_second_sweep_submits_nothing(tmp_path, capsys
     assert (out / "results.csv").read_text() == before  # deterministic
 
 
+def test_a_changed_experiment_supersedes_the_old_runs_which_collect_leaves_out(tmp_path, capsys):
+    path, out = write(tmp_path, TINY), tmp_path / "runs"
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out), "--quiet"]) == 0
+    (old_gim,) = {r["run_id"] for r in record.read_rows(out / "results.csv") if r["method"] == "gim"}
+    changed = write(tmp_path, TINY.replace("methods: [random_init, gim]\n", "methods: {random_init: {}, "
+                                           "gim: {method: {lr: 0.002}}}\n", 1), "changed.yaml")  # fmt: skip
+    assert main(["sweep", str(changed), "--executor", "debug", "--out", str(out), "--quiet"]) == 0
+    rows = record.read_rows(out / "results.csv")
+    (new_gim,) = {r["run_id"] for r in rows if r["method"] == "gim"}
+    assert new_gim != old_gim and (out / old_gim / record.ROWS_FILE).is_file()  # left out, not deleted
+    assert len({r["run_id"] for r in rows}) == 2
+    capsys.readouterr()
+    assert main(["collect", str(out)]) == 0
+    assert "left out 1 superseded" in capsys.readouterr().out
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "1 superseded" in status and f"replaced by {new_gim}" in status
+
+    submissions = len(sweep_state.load_all(out))
+    assert main(["sweep", str(path), "--executor", "debug", "--out", str(out), "--quiet"]) == 0  # changed back
+    assert len(sweep_state.load_all(out)) == submissions  # the old runs are done: nothing submitted
+    assert {r["run_id"] for r in record.read_rows(out / "results.csv") if r["method"] == "gim"} == {old_gim}
+    assert sweep_state.superseded_runs(out) == {new_gim: old_gim}
+
+
 def fake_run(run_id: str, job_id: str = "7_0") -> PlannedRun:
     return PlannedRun(run_id, "gim", "synthetic_textures", 0, 16, 16, 1, job_id, "")
 
