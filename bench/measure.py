@@ -85,7 +85,8 @@ class HeapReuse:
 
     def enable(self) -> None:
         if self.libc is not None and not self.active:
-            self.active = bool(self.libc.mallopt(M_MMAP_MAX, 0)) and bool(self.libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+            libc = self.libc
+            self.active = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
 
     def disable(self) -> None:
         if self.active:

@@ -144,12 +144,13 @@ def superseded_runs(out: Path) -> dict[str, str]:
     current = set(slots.values())
     stale = {}
     for rows_path in sorted(out.glob(f"*/{record.ROWS_FILE}")):
+        if rows_path.parent.name in current:
+            continue  # only the other runs' rows are read: `bench sweep` polls this while it waits
         rows = record.read_rows(rows_path)
-        if rows and rows_path.parent.name not in current:
-            r = rows[0]
-            place = slot(r.get("experiment", ""), r["task"], r["method"], r.get("variant", ""), r["seed"])
-            if place in slots:
-                stale[rows_path.parent.name] = slots[place]
+        r = rows[0] if rows else None
+        place = r and slot(r.get("experiment", ""), r["task"], r["method"], r.get("variant", ""), r["seed"])
+        if place in slots:
+            stale[rows_path.parent.name] = slots[place]
     return stale
 
 

@@ -5,11 +5,12 @@ maintainer's "save outputs of module as a new dataset", loeweX/Greedy_InfoMax#22
 for every sample of the split is one float16 file ``<folder>/module{m}.f16`` of shape (N, k, ...)
 (k = the rows of z per sample: the 49 patches of a vision grid, 1 for audio), with its shape in
 ``module{m}.json``. It is written and read with plain file I/O (pread per sample), not a memory map: the
-file's pages stay in the OS page cache instead of the process's resident memory, so the cache does not count
-as training memory (a memory map of it did: 2.4 GB of "peak memory" on CIFAR-10 at the small preset). A file is written under a temporary name and renamed when complete, so a resumed run
-reuses a finished cache and rewrites an interrupted one. Every sample is augmented once, with a generator
-seeded by (task seed, chunk), so the cache is a fixed dataset; a cache of module m is computed from the
-cache of module m - 1 when that exists. Disk: N x the per-sample output (checked against the free space
+file's pages stay in the OS page cache instead of the process's resident memory, so the cache does not
+count as training memory (a memory map of it did: 2.4 GB of "peak memory" on CIFAR-10 at the small
+preset). A file is written under a temporary name and renamed when complete, so a resumed run reuses a
+finished cache and rewrites an interrupted one. Every sample is augmented once, with a generator seeded by
+(task seed, chunk), so the cache is a fixed dataset; a cache of module m is computed from the cache of
+module m - 1 when that exists. Disk: N x the per-sample output (checked against the free space
 first; STL-10's full unlabeled split at paper size needs hundreds of GB: use task.max_pretrain, or
 ``method.iterative_inputs=recompute``).
 """
