@@ -13,6 +13,7 @@ counts as its method's default variant (logged).
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ VARIANT_KEYS: dict[str, tuple] = {
     "backward": ("per_module", None, ""),
 }
 """Method settings that make a variant -> the values that mean the method's default (no variant)."""
-REQUIRED = ("run_id", "method", "task", "seed", "metric", "module", "epoch", "value", "status")
 
 
 class ResultsError(ValueError):
@@ -42,10 +42,10 @@ def load_results(results_dir: Path) -> list[dict]:
     path = results_dir / RESULTS_FILE
     if not path.is_file():
         raise ResultsError(f"{path} does not exist; run `bench collect {results_dir}` first")
-    rows = record.read_rows(path)
-    missing = [c for c in REQUIRED if rows and c not in rows[0]]
-    if missing:
-        raise ResultsError(f"{path} lacks the columns {', '.join(missing)}; is it a `bench collect` file?")
+    try:
+        rows = record.read_rows(path, fix=f"run `bench collect {results_dir}` again to rebuild it")
+    except record.RowsError as err:
+        raise ResultsError(str(err)) from None
     variants = run_variants(results_dir, rows)
     return [{**row, "variant": row.get("variant") or variants.get(row["run_id"], "")} for row in rows]
 
@@ -145,8 +145,16 @@ class Cell:
 
 
 def ok_scalar_rows(rows: Iterable[dict]) -> list[dict]:
-    """Rows of finished runs with a value and no epoch (per-epoch losses are series, not cells)."""
-    return [r for r in rows if r["status"] == record.STATUS_OK and r["value"] != "" and not r.get("epoch")]
+    """Rows of finished runs with a value and no epoch (per-epoch losses are series, not cells); a run with a
+    value that is not finite is left out whole (``unfinished_runs`` names it)."""
+    rows = list(rows)
+    bad = {r["run_id"] for r in unfinished_runs(rows)}
+    return [r for r in rows if r["status"] == record.STATUS_OK and r["value"] != "" and not r.get("epoch")
+            and r["run_id"] not in bad]  # fmt: skip
+
+
+def finite(value: str) -> bool:
+    return value == "" or math.isfinite(float(value))
 
 
 def aggregate(rows: Iterable[dict], by_device: bool = False) -> dict[CellKey, Cell]:
@@ -183,11 +191,15 @@ def make_cell(key: CellKey, rows: list[dict]) -> Cell:
 
 
 def unfinished_runs(rows: Iterable[dict]) -> list[dict]:
-    """One row per failed or interrupted run (its status row), sorted by run id."""
+    """One row per run that gives no trusted numbers, sorted by run id: failed, diverged or interrupted runs
+    (their status row), and finished runs with a value that is not finite (status ``non-finite value``, the
+    metric in ``error``)."""
     seen: dict[str, dict] = {}
     for r in rows:
         if r["status"] != record.STATUS_OK:
             seen.setdefault(r["run_id"], r)
+        elif not finite(r["value"]):
+            seen.setdefault(r["run_id"], {**r, "status": "non-finite value", "error": f"{r['metric']} = {r['value']}"})
     return [seen[k] for k in sorted(seen)]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench import config as cfg
 from bench.data import DataError
+from bench.record import RowsError
 from bench.registry import METHODS, TASKS, UnknownNameError
 from bench.spec import DEFAULT_METHOD, DEFAULT_TASK, PRESETS, RunSpec
 
@@ -50,7 +51,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import run_one
+    from bench.runner import BAD_INPUT, BUSY, run_one
     from bench.summary import format_summary
 
     spec = RunSpec(
@@ -59,6 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_root=str(args.data_root) if args.data_root else None,
     )  # fmt: skip
     outcome = run_one(spec, args.out, executor=args.executor, quiet=args.quiet)
+    if outcome.status in (BAD_INPUT, BUSY):
+        print(f"bench: error: {outcome.error}", file=sys.stderr)
+        return EXIT_USAGE if outcome.status == BAD_INPUT else EXIT_FAILED
     print(format_summary(outcome))
     if outcome.status == "ok":
         return 0
@@ -117,11 +121,15 @@ def console_filter(record: logging.LogRecord) -> bool:
 
 
 def setup_logging(quiet: bool) -> None:
+    """The terminal handler (replacing one set up by an earlier call in this process)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "bench_console", False)]:
+        root.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
+    handler.bench_console = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("bench: %(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.addFilter(console_filter)
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
@@ -132,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(getattr(args, "quiet", False))
     try:
         return args.func(args)
-    except (cfg.ConfigError, UnknownNameError, DataError) as err:
+    except (cfg.ConfigError, UnknownNameError, DataError, RowsError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

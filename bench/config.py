@@ -103,7 +103,25 @@ def build(cls: type[D], values: dict, where: str) -> D:
         )
     hints = typing.get_type_hints(cls)
     kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    for name, value in kwargs.items():
+        check_bounds(fields[name], value, f"{where}.{name}")
     return cls(**kwargs)
+
+
+def bounded(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A dataclass field whose value (or every item of a tuple value) must lie in [low, high]; ``build``
+    refuses other values naming the key, before anything runs."""
+    return dataclasses.field(default=default, metadata={"low": low, "high": high})
+
+
+def check_bounds(f: dataclasses.Field, value: Any, key: str) -> None:
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    for item in value if isinstance(value, tuple) else (value,):
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if (low is not None and item < low) or (high is not None and item > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{key} must be {span}, got {value!r}")
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:

@@ -1,12 +1,15 @@
 """``execute(spec, run_dir)``: the one place where a Method meets a Task.
 
-Named steps: resolve the config, seed, build the task, build the encoder, build the method, train
-(resumable), evaluate, record. Whatever happens, the run ends with ``rows.csv`` written atomically: the
-metrics when it succeeded, else one row with the status and the error.
+Named steps: resolve the config, lock the run folder, prepare (check device, data and evaluation inputs;
+build the task, the encoder and the method), train (resumable), evaluate, record. Bad input stops the run
+before anything is written but ``run.log``; once training starts, the run ends with ``rows.csv`` written
+atomically whatever happens: the metrics when it succeeded, else one row with the status (failed, diverged,
+interrupted) and the error.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -19,12 +22,16 @@ import torch
 
 from bench import progress, record
 from bench.aggregate import variant_from_config
-from bench.interfaces import Metric
+from bench.config import ConfigError
+from bench.data import DataError
+from bench.interfaces import Method, Metric, ModularEncoder, Task
 from bench.measure import HeapReuse, device_label, resolve_device
 from bench.spec import Resolved, RunSpec, resolve
-from bench.trainer import Interrupted, StopFlag, Trainer
+from bench.trainer import Diverged, Interrupted, StopFlag, Trainer
 
 log = logging.getLogger("bench.run")
+trace = logging.getLogger("bench.trace")
+"""Tracebacks of bad input: in run.log only (the terminal shows one message)."""
 
 
 @dataclass
@@ -38,39 +45,78 @@ class RunOutcome:
 
 
 def execute(spec: RunSpec, run_dir: Path, quiet: bool = False) -> RunOutcome:
-    """Run ``spec`` in ``run_dir`` (resuming from its checkpoint if one exists) and record its rows."""
+    """Run ``spec`` in ``run_dir`` (resuming from its checkpoint if one exists) and record its rows.
+
+    Bad input (config, device, data, anything the evaluation will need) raises ConfigError or DataError
+    before the first step, with the traceback in ``run.log`` and no rows written; a second process on the
+    same run folder raises RunBusy naming the first one.
+    """
     resolved = resolve(spec)
     progress.set_quiet(quiet)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_config(run_dir, resolved.as_dict)
-    handler = attach_log(run_dir)
-    stop = StopFlag().install()
+    with RunLock(run_dir):
+        handler = attach_log(run_dir)
+        try:
+            return execute_locked(resolved, run_dir)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def execute_locked(resolved: Resolved, run_dir: Path) -> RunOutcome:
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     base = provenance(resolved, started)
     try:
-        metrics, restarts = train_and_evaluate(resolved, run_dir, stop, base)
+        run = prepare(resolved, base)
+    except (ConfigError, DataError) as err:
+        trace.info("bad input, nothing run:\n%s", traceback.format_exc())
+        log.info("run %s not started: %s", resolved.run_id, err)
+        raise
+    record.write_config(run_dir, resolved.as_dict)
+    stop = StopFlag().install()
+    earlier = 0.0
+    try:
+        metrics, restarts, earlier = train_and_evaluate(run, run_dir, stop)
         status, error = record.STATUS_OK, ""
     except (Interrupted, KeyboardInterrupt) as err:
         metrics, restarts = [], None
         status, error = record.STATUS_INTERRUPTED, str(err) or "interrupted (Ctrl-C)"
         log.warning("run %s interrupted: %s; run the same command again to resume", resolved.run_id, error)
+    except Diverged as err:
+        metrics, restarts = [], None
+        status, error = record.STATUS_DIVERGED, str(err)
+        log.error("run %s diverged: %s; its checkpoint is kept; lower the learning rate (method.lr) or check "
+                  "the data", resolved.run_id, error)  # fmt: skip
     except Exception as err:  # a failed run still writes its row
         metrics, restarts = [], None
         status, error = record.STATUS_FAILED, f"{type(err).__name__}: {err}"
         log.error("run %s failed:\n%s", resolved.run_id, traceback.format_exc())
     finally:
         stop.uninstall()
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + earlier
     rows = make_rows(base, metrics, status, error, wall, restarts)
     rows = record.read_rows(record.write_rows(run_dir, rows))
     log.info("run %s %s in %.1f s; rows in %s", resolved.run_id, status, wall, run_dir / record.ROWS_FILE)
-    logging.getLogger().removeHandler(handler)
-    handler.close()
     return RunOutcome(resolved.run_id, str(run_dir), status, error, rows)
 
 
-def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: dict) -> tuple:
+@dataclass
+class Prepared:
+    """A run whose config, device, data and evaluation inputs were checked, with its plugins built."""
+
+    resolved: Resolved
+    device: torch.device
+    task: Task
+    encoder: ModularEncoder
+    method: Method
+
+
+def prepare(resolved: Resolved, base: dict) -> Prepared:
+    """Everything checkable before the first step: raises ConfigError or DataError naming the key or file."""
     train_cfg, spec = resolved.train, resolved.spec
+    if resolved.method_cls.trains and train_cfg.epochs < 1:
+        raise ConfigError(f"train.epochs={train_cfg.epochs}: method {spec.method} trains, so it needs at least "
+                          "one epoch (random_init gives an untrained encoder)")  # fmt: skip
     device = resolve_device(train_cfg.device)
     base["device"] = device_label(device)
     if train_cfg.threads and device.type == "cpu":
@@ -82,13 +128,26 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: 
     # memory that changes no result: 1,122 fills, 0.12 s of a 2.6 s GIM step at the stl10 memory preset (profiled).
     torch.utils.deterministic.fill_uninitialized_memory = False
     data_root = Path(spec.data_root).expanduser() if spec.data_root else None
-    task = resolved.task_cls(resolved.task, data_root, spec.seed)
-    task.check_data()
-    torch.manual_seed(spec.seed)
-    encoder = task.build_encoder().to(device)
-    if train_cfg.channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)
-    method = resolved.method_cls(resolved.method, encoder, task, device)
+    try:
+        task = resolved.task_cls(resolved.task, data_root, spec.seed)
+        task.check_data()
+        torch.manual_seed(spec.seed)
+        encoder = task.build_encoder().to(device)
+        if train_cfg.channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+        method = resolved.method_cls(resolved.method, encoder, task, device)
+    except ValueError as err:  # a plugin refusing its settings (e.g. method.train_modules out of range)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from err
+    if not resolved.method_cls.trains or train_cfg.epochs:
+        task.check_evaluation(resolved.eval)
+    return Prepared(resolved, device, task, encoder, method)
+
+
+def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
+    resolved, device, task, encoder, method = run.resolved, run.device, run.task, run.encoder, run.method
+    train_cfg, spec = resolved.train, resolved.spec
     log.info("run %s: %s on %s, seed %d, device %s", resolved.run_id, spec.method, spec.task, spec.seed, device)
     trainer = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop)
     result = trainer.run()
@@ -103,7 +162,43 @@ def train_and_evaluate(resolved: Resolved, run_dir: Path, stop: StopFlag, base: 
     for metric in accuracies:
         if metric.module == last:
             metric.module = None
-    return result.metrics + accuracies + method.extra_metrics(), result.restarts
+    return result.metrics + accuracies + method.extra_metrics(), result.restarts, result.earlier_wall_s
+
+
+class RunBusy(RuntimeError):
+    """Another process is running this run folder."""
+
+
+class RunLock:
+    """An advisory lock on ``RUN/.lock`` holding the owner's pid: one process per run folder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> RunLock:
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunBusy(f"{self.path.parent} is in use by process {holder} (the same run started elsewhere); "
+                          "wait for it to end, or stop that process, then run again") from None  # fmt: skip
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} on {record.host_name()}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fh is not None:
+            self.fh.truncate(0)
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
 
 
 def provenance(resolved: Resolved, started: str) -> dict:

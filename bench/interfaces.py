@@ -15,27 +15,29 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from bench.config import bounded
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Harness-level training settings (section ``train``); the same for every method."""
 
-    epochs: int = 2
+    epochs: int = bounded(2, 0)
     """Epochs over the pretraining split (per phase for multi-phase methods)."""
-    steps_per_epoch: int = 0
+    steps_per_epoch: int = bounded(0, 0)
     """Steps per epoch; 0 = one pass over the pretraining split (last partial batch dropped)."""
-    batch_size: int = 32
+    batch_size: int = bounded(32, 1)
     """Samples per step."""
-    warmup_steps: int = 2
+    warmup_steps: int = bounded(2, 0)
     """Steps at the start of each phase left out of the throughput; peak memory is measured over them (over
     the first step when 0), the later steps are timed (``bench.trainer.StepMeter``)."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = bounded(50, 1)
     """Save a resumable checkpoint every this many steps (and at the end of each epoch)."""
-    val_batches: int = 0
+    val_batches: int = bounded(0, 0)
     """Batches of the task's validation split for a per-epoch validation loss (0 = none)."""
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."""
-    threads: int = 0
+    threads: int = bounded(0, 0)
     """torch intra-op threads on CPU; 0 = torch's default."""
     amp: Literal["off", "bf16"] = "off"
     """Autocast precision for the training forward passes."""
@@ -56,14 +58,14 @@ class EvalConfig:
 
     all_modules: bool = False
     """Probe every module's representation, not only the last one."""
-    epochs: int = 30
+    epochs: int = bounded(30, 1)
     """Probe training epochs over the cached features."""
-    batch_size: int = 256
-    lrs: tuple[float, ...] = (1e-3,)
+    batch_size: int = bounded(256, 1)
+    lrs: tuple[float, ...] = bounded((1e-3,), 0.0)
     """Probe learning rates (Adam); with more than one, the best on the validation split is used."""
-    val_fraction: float = 0.2
+    val_fraction: float = bounded(0.2, 0.0, 0.9)
     """Deterministic share of the probe's training data held out to choose the learning rate."""
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, 0.0)
 
 
 @dataclass
@@ -201,6 +203,10 @@ class Task:
 
     def check_data(self) -> None:
         """Raise a DataError saying what is missing and how to get it, before any training starts."""
+
+    def check_evaluation(self, cfg: EvalConfig) -> None:
+        """Raise a DataError when the evaluation would fail on this data (an empty or unlabelled probe split),
+        before any training starts. Called after ``check_data``."""
 
 
 class Method:

@@ -10,10 +10,12 @@ process of its own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,7 +142,7 @@ def submit_local(out: Path, jobs: list[RunJob], runs: list[PlannedRun], res: slu
     longest = max(len(c) for c in chains)
     executor = make_executor("local", out, res, name, snapshot, jobs_at_once=longest)
     handles = []
-    with output_to(out / STATE_DIR / LOG_DIR / "local-controllers.log"):
+    with output_to(out / STATE_DIR / LOG_DIR / "local-controllers.log"), new_sessions():
         for members in chains:
             handles.append(executor.submit(RunChain([jobs[i] for i in members])))
     for members, handle in zip(chains, handles, strict=True):
@@ -170,6 +172,19 @@ def output_to(path: Path) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def new_sessions() -> Iterator[None]:
+    """Start the local job controllers in sessions of their own while submitting: a Ctrl-C at the terminal
+    (SIGINT to the foreground process group) then stops ``bench sweep``'s waiting, not the jobs, which go on
+    as ``bench status`` shows (stop them with ``kill``, which the jobs handle by checkpointing)."""
+    popen = subprocess.Popen
+    subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = popen  # type: ignore[misc]
 
 
 def link_job(out: Path, run: PlannedRun, handle: submitit.Job) -> None:

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import torch
 
+from bench.config import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
     return device
 
 

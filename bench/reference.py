@@ -25,6 +25,7 @@ within one class, accuracies across classes when the reference has none of the r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +106,17 @@ def load_reference(path: Path) -> Reference:
     if not path.is_file():
         raise ReferenceFileError(f"reference {path} does not exist; write one with "
                              f"`bench check DIR --update --reference {path}`")  # fmt: skip
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ReferenceFileError(f"{path}: not valid YAML{where} (cut short or edited?); restore it from git or "
+                                 f"write it again with `bench check DIR --update --reference {path}`") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReferenceFileError(f"{path}: cannot be read ({err})") from None
+    if not isinstance(data, dict):
+        raise ReferenceFileError(f"{path}: not a bench reference (a YAML mapping with format, rules, cells)")
     if data.get("format") != FORMAT:
         raise ReferenceFileError(
             f"{path}: not a bench reference (format {data.get('format')!r}, expected {FORMAT!r})"
@@ -118,6 +129,10 @@ def load_reference(path: Path) -> Reference:
         rules = Rules(**{**vars(Rules()), **(data.get("rules") or {})})
     except (KeyError, TypeError, ValueError) as err:
         raise ReferenceFileError(f"{path}: malformed cell or rules ({err})") from err
+    bad = [c for c in cells if not (math.isfinite(c.mean) and math.isfinite(c.std))]
+    if bad:
+        raise ReferenceFileError(f"{path}: cell {bad[0].key.label()} has a value that is not finite "
+                                 f"({bad[0].mean}); write the reference again from good results")  # fmt: skip
     meta = {k: v for k, v in data.items() if k not in ("format", "rules", "cells")}
     return Reference({c.key: c for c in cells}, rules, meta)
 

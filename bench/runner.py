@@ -21,12 +21,16 @@ from pathlib import Path
 import submitit
 
 from bench import record
-from bench.execute import RunOutcome, execute
+from bench.config import ConfigError
+from bench.data import DataError
+from bench.execute import RunBusy, RunOutcome, execute
 from bench.spec import RunSpec, resolve
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("debug", "local")
 SUBMITIT_DIR = "submitit"
+BAD_INPUT, BUSY = "bad input", "busy"
+"""Outcomes of runs that did not start (nothing written but run.log): bad config or data; folder in use."""
 
 
 @dataclass
@@ -44,7 +48,12 @@ class RunJob:
         run_dir = Path(self.run_dir)
         if finished(run_dir):  # requeued after it had already written its rows: nothing to redo
             return finished_outcome(run_dir)
-        outcome = execute(self.spec, run_dir, quiet=self.quiet)
+        try:
+            outcome = execute(self.spec, run_dir, quiet=self.quiet)
+        except (ConfigError, DataError) as err:
+            return RunOutcome(run_dir.name, str(run_dir), BAD_INPUT, str(err))
+        except RunBusy as err:
+            return RunOutcome(run_dir.name, str(run_dir), BUSY, str(err))
         if stopped_by_timeout_signal(outcome):
             # The trainer took submitit's SIGUSR2 to save a checkpoint; now let submitit's own handler
             # (restored when the run ended) see it: it calls checkpoint() and requeues this job.

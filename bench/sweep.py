@@ -46,6 +46,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("collect", help="merge a sweep folder's rows into OUT/results.csv")
     p.add_argument("out", type=Path, help="the sweep's output folder (bench sweep --out)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="collect even when runs are missing or damaged (they are named and left out)")  # fmt: skip
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("validate", help="check an experiment file (names, keys, data) without running it")
@@ -186,7 +188,7 @@ def wait(out: Path, handles: list, poll: float) -> None:
 def finish(out: Path) -> int:
     states = sweep_state.run_states(out)
     print(format_states(states))
-    target = record.collect(out, superseded(states))
+    target = record.collect(out, superseded(states), allow_missing=True)  # the table above names what is not done
     print(f"rows collected in {target}")
     return 0 if states and all(s.state in (DONE, SUPERSEDED) for s in states) else 1
 
@@ -204,7 +206,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if not states:
         print(f"bench: error: no runs in {args.out}; give the --out folder of a sweep", file=sys.stderr)
         return EXIT_USAGE
-    target = record.collect(args.out, superseded(states))
+    expected = [s.run.run_id for s in states if s.state != SUPERSEDED]
+    try:
+        target = record.collect(args.out, superseded(states), expected, allow_missing=args.allow_missing)
+    except record.CollectError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 1
     counts = Counter(s.state for s in states)
     print(f"{sum(1 for _ in record.read_rows(target))} rows from {counts[DONE]} done runs -> {target}")
     if counts[SUPERSEDED]:

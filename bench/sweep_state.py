@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from bench import record, slurm
 
 STATE_DIR = ".sweep"
@@ -27,6 +29,7 @@ LOG_DIR = "logs"
 QUEUED, RUNNING, DONE, FAILED, INTERRUPTED, NOT_STARTED, NOT_SUBMITTED, SUPERSEDED = (
     "queued", "running", "done", "failed", "interrupted", "not started", "not submitted", "superseded",
 )  # fmt: skip
+DIVERGED, DAMAGED = record.STATUS_DIVERGED, record.STATUS_DAMAGED
 ACTIVE = (QUEUED, RUNNING)
 RESTART = re.compile(r"\(restart (\d+)\)")
 LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ (INFO )?([\w.]+: )?")  # run.log's time, level and logger
@@ -146,7 +149,7 @@ def superseded_runs(out: Path) -> dict[str, str]:
     for rows_path in sorted(out.glob(f"*/{record.ROWS_FILE}")):
         if rows_path.parent.name in current:
             continue  # only the other runs' rows are read: `bench sweep` polls this while it waits
-        rows = record.read_rows(rows_path)
+        rows = record.inspect(rows_path.parent).rows
         r = rows[0] if rows else None
         place = r and slot(r.get("experiment", ""), r["task"], r["method"], r.get("variant", ""), r["seed"])
         if place in slots:
@@ -185,9 +188,9 @@ def run_states(out: Path) -> list[RunState]:
     queue = job_states(list(latest.values()))
     current = running_runs(out, latest, queue or {})
     states = [state_of(out, run, sub, queue, run.run_id in current) for run, sub in latest.values()]
-    for rows_path in sorted(out.glob(f"*/{record.ROWS_FILE}")):  # runs finished outside any sweep record
-        if rows_path.parent.name not in latest:
-            states.append(state_of(out, orphan_run(rows_path), None, {}, False))
+    for run_dir in sorted(ended_run_dirs(out)):  # runs that ended outside any sweep record
+        if run_dir.name not in latest:
+            states.append(state_of(out, orphan_run(run_dir), None, {}, False))
     stale = superseded_runs(out)
     for s in states:
         if s.run.run_id in stale:
@@ -222,19 +225,29 @@ def fresh_status(run_dir: Path, sub: Submission | None) -> str | None:
     return record.run_status(run_dir)
 
 
+def ended_run_dirs(out: Path) -> list[Path]:
+    """Run folders with rows, or whose rows were written and are gone (``rows.json`` without them)."""
+    return [p for p in out.iterdir() if (p / record.ROWS_FILE).is_file() or (p / record.MANIFEST_FILE).is_file()]
+
+
 def state_of(out: Path, run: PlannedRun, sub: Submission | None, queue: dict[str, str] | None,
              running_now: bool) -> RunState:  # fmt: skip
     run_dir = out / run.run_id
-    rows = record.read_rows(run_dir / record.ROWS_FILE) if (run_dir / record.ROWS_FILE).is_file() else []
-    status = fresh_status(run_dir, sub) if run.job_id else (rows[0]["status"] if rows else None)
+    found = record.inspect(run_dir)
+    rows = found.rows
+    status = fresh_status(run_dir, sub) if run.job_id else found.status
+    if found.status == record.STATUS_DAMAGED and (queue or {}).get(run.job_id) not in slurm.ACTIVE_STATES:
+        status = record.STATUS_DAMAGED
     job_state = "UNKNOWN" if queue is None else queue.get(run.job_id, "")
     restarts = max([restarts_in_log(run_dir / record.LOG_FILE)] + [int(r["restarts"] or 0) for r in rows[:1]])
     error = rows[0]["error"] if rows else ""
     note = batch_note(run)
     if status == record.STATUS_OK:
         state = DONE
-    elif status == record.STATUS_FAILED:
-        state, note = FAILED, join(note, error)
+    elif status == record.STATUS_DAMAGED:
+        state, note = DAMAGED, join(note, found.problem)
+    elif status in (record.STATUS_FAILED, record.STATUS_DIVERGED):
+        state, note = status, join(note, error)
     elif job_state == "UNKNOWN":
         state, note = QUEUED, join(note, "the queue did not answer: state unknown")
     elif job_state in slurm.ACTIVE_STATES:
@@ -281,12 +294,25 @@ def batch_note(run: PlannedRun) -> str:
             f"differs from the protocol's {run.protocol_batch_size}")  # fmt: skip
 
 
-def orphan_run(rows_path: Path) -> PlannedRun:
-    row = record.read_rows(rows_path)[0]
+def orphan_run(run_dir: Path) -> PlannedRun:
+    """A run from its rows or, when they are damaged, from its config.yaml."""
+    rows = record.inspect(run_dir).rows
+    row = rows[0] if rows else config_row(run_dir)
     batch = int(row.get("batch_size") or 0)
     world = int(row.get("world_size") or 1)
     seed = int(row["seed"])
     return PlannedRun(row["run_id"], row["method"], row["task"], seed, batch, world * batch, world)
+
+
+def config_row(run_dir: Path) -> dict:
+    """What a run's config.yaml says of it, in the columns of a row ('?' where unknown)."""
+    try:
+        config = yaml.safe_load((run_dir / record.CONFIG_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    name = lambda section: (config.get(section) or {}).get("name", "?")  # noqa: E731
+    return {"run_id": run_dir.name, "method": name("method"), "task": name("task"),
+            "seed": str(config.get("seed", -1)), "batch_size": (config.get("train") or {}).get("batch_size", 0)}  # fmt: skip
 
 
 def join(*parts: str) -> str:

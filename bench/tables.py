@@ -90,11 +90,15 @@ class Table:
 
 
 def choose_task(rows: list[dict], candidates: tuple[str, ...], forced: str | None) -> str:
-    """The forced task, else the first candidate with finished runs, else the paper's task."""
+    """The forced task, else the first candidate with finished runs, else the first with any runs (so that
+    failed or diverged runs are named under its table), else the paper's task."""
     if forced:
         return forced
-    present = {r["task"] for r in agg.ok_scalar_rows(rows)}
-    return next((t for t in candidates if t in present), candidates[0])
+    for present in ({r["task"] for r in agg.ok_scalar_rows(rows)}, {r["task"] for r in rows}):
+        found = next((t for t in candidates if t in present), None)
+        if found:
+            return found
+    return candidates[0]
 
 
 def content_metric(rows: list[dict], task: str, preferred: str) -> str:
@@ -168,7 +172,7 @@ def table_notes(table: Table, ptable: PaperTable, paper: Paper, task_rows: list[
     failed = agg.unfinished_runs(task_rows)
     if failed:
         ids = ", ".join(f"{r['method']} seed {r['seed']} ({r['status']})" for r in failed)
-        notes.append(f"Left out, not finished: {ids}.")
+        notes.append(f"Left out, no trusted numbers: {ids}.")
     notes.append("Ours: mean ± sample std over seeds (no std with one seed); n: seeds; Δ = ours − paper. "
                  "Per-cell run ids, git sha, config hash and device are in the CSV.")  # fmt: skip
     notes.append(ptable.note)

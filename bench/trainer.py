@@ -8,9 +8,13 @@ uninterrupted run would have taken, and ends with the same result.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,10 +28,20 @@ from bench.measure import HeapReuse, PeakMemory, Throughput
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoints/last.pt"
+PREVIOUS = "checkpoints/prev.pt"
+"""The checkpoint before the latest: resumed from when the latest cannot be read."""
 
 
 class Interrupted(Exception):
     """Training stopped on request (SIGTERM, SIGINT, preemption) after saving a checkpoint."""
+
+
+class Diverged(Exception):
+    """A module's loss became non-finite, or did not move over a whole phase; the run stops (checkpoint kept)."""
+
+    def __init__(self, module: int, step: int, what: str) -> None:
+        super().__init__(f"module {module} {what} at step {step}")
+        self.module, self.step = module, step
 
 
 class StopFlag:
@@ -70,6 +84,13 @@ class TrainState:
     metrics: list[Metric] = field(default_factory=list)
     loss_sums: dict[int, float] = field(default_factory=dict)
     loss_counts: dict[int, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    """Seconds of the earlier segments of this run (before the last resume)."""
+    first_loss: dict[int, float] = field(default_factory=dict)
+    """Each module's first loss of the current phase, and whether it has moved since (health check)."""
+    moved: dict[int, bool] = field(default_factory=dict)
+    seen: dict[int, int] = field(default_factory=dict)
+    """Steps of the current phase that reported each module's loss."""
 
 
 @dataclass
@@ -77,6 +98,8 @@ class TrainResult:
     metrics: list[Metric]
     restarts: int
     steps: int
+    earlier_wall_s: float = 0.0
+    """Wall time of the run's earlier segments (interrupted and resumed)."""
 
 
 def seed_step(seed: int, global_step: int) -> int:
@@ -92,7 +115,9 @@ def epoch_permutation(seed: int, phase: int, epoch: int, n: int) -> torch.Tensor
     return torch.randperm(n, generator=gen)
 
 
-def save_checkpoint(path: Path, encoder: ModularEncoder, method: Method, state: TrainState) -> None:
+def save_checkpoint(path: Path, encoder: ModularEncoder, method: Method, state: TrainState,
+                    segment_s: float = 0.0) -> None:  # fmt: skip
+    """Write, fsync, then rename into place, keeping the latest good checkpoint as ``prev.pt``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "encoder": encoder.state_dict(),
@@ -102,25 +127,59 @@ def save_checkpoint(path: Path, encoder: ModularEncoder, method: Method, state: 
         "metrics": [asdict(m) for m in state.metrics],
         "loss_sums": state.loss_sums,
         "loss_counts": state.loss_counts,
+        "wall_s": state.wall_s + segment_s,
+        "first_loss": state.first_loss,
+        "moved": state.moved,
+        "seen": state.seen,
     }
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with tmp.open("wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.is_file():
+        os.replace(path, path.with_name(Path(PREVIOUS).name))
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: Path, encoder: ModularEncoder, method: Method) -> TrainState | None:
-    if not path.is_file():
-        return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    encoder.load_state_dict(payload["encoder"])
-    method.load_state_dict(payload["method"])
-    return TrainState(
-        position=Position(**payload["position"]),
-        restarts=payload["restarts"] + 1,
-        metrics=[Metric(**m) for m in payload["metrics"]],
-        loss_sums=payload["loss_sums"],
-        loss_counts=payload["loss_counts"],
-    )
+    """The latest readable checkpoint: ``path``, else (with a warning) the previous one, else None (with a
+    warning when there was one that could not be read: the run starts over)."""
+    candidates = [p for p in (path, path.with_name(Path(PREVIOUS).name)) if p.is_file()]
+    for i, candidate in enumerate(candidates):
+        try:
+            payload = torch.load(candidate, map_location="cpu", weights_only=False)
+            encoder.load_state_dict(payload["encoder"])
+            method.load_state_dict(payload["method"])
+            state = TrainState(
+                position=Position(**payload["position"]),
+                restarts=payload["restarts"] + 1,
+                metrics=[Metric(**m) for m in payload["metrics"]],
+                loss_sums=payload["loss_sums"],
+                loss_counts=payload["loss_counts"],
+                wall_s=payload.get("wall_s", 0.0),
+                first_loss=payload.get("first_loss", {}),
+                moved=payload.get("moved", {}),
+                seen=payload.get("seen", {}),
+            )
+        except Exception as err:  # a cut or corrupt file: torch raises several kinds of error
+            later = f"; resuming from {candidates[i + 1]}" if i + 1 < len(candidates) else "; starting over"
+            logging.getLogger("bench.run").warning("checkpoint %s cannot be read (%s: %s)%s", candidate,
+                                                   type(err).__name__, err, later)  # fmt: skip
+            continue
+        if i:
+            logging.getLogger("bench.run").warning("resumed from the previous checkpoint %s", candidate)
+        return state
+    return None
 
 
 @dataclass
@@ -168,6 +227,12 @@ class Trainer:
     run_dir: Path
     stop: StopFlag
 
+    def __post_init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def save(self, path: Path, state: TrainState) -> None:
+        save_checkpoint(path, self.encoder, self.method, state, time.perf_counter() - self.t0)
+
     def run(self) -> TrainResult:
         path = self.run_dir / CHECKPOINT
         state = load_checkpoint(path, self.encoder, self.method) or TrainState()
@@ -175,7 +240,7 @@ class Trainer:
         if state.restarts:
             logging.getLogger("bench.run").info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
         if pos.done or not self.method.trains:
-            return TrainResult(state.metrics, state.restarts, pos.global_step)
+            return TrainResult(state.metrics, state.restarts, pos.global_step, state.wall_s)
         self.method.work_dir = self.run_dir
         split = self.task.pretrain_split(self.method.supervised)
         n = self.task.split_size(split)
@@ -192,14 +257,16 @@ class Trainer:
                 while pos.epoch < self.cfg.epochs:
                     self.run_epoch(state, split, n, steps, meter, bar, path)
                     pos.epoch, pos.step = pos.epoch + 1, 0
-                    save_checkpoint(path, self.encoder, self.method, state)
+                    self.save(path, state)
+                check_moved(state, pos.global_step)
                 pos.phase, pos.epoch = pos.phase + 1, 0
+                state.first_loss, state.moved, state.seen = {}, {}, {}
         memory.pause()
         pos.done = True
         metrics = state.metrics + self.measurements(memory, speed)
         state.metrics = metrics
-        save_checkpoint(path, self.encoder, self.method, state)
-        return TrainResult(metrics, state.restarts, pos.global_step)
+        self.save(path, state)
+        return TrainResult(metrics, state.restarts, pos.global_step, state.wall_s)
 
     def steps_per_epoch(self, n: int) -> int:
         if self.cfg.steps_per_epoch:
@@ -225,6 +292,7 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
                 losses = self.method.train_step(batch, pos.phase)
             meter.step_end(len(batch))
+            check_health(state, losses, pos.global_step, lambda: self.save(path, state))
             for m, value in losses.items():
                 state.loss_sums[m] = state.loss_sums.get(m, 0.0) + float(value)
                 state.loss_counts[m] = state.loss_counts.get(m, 0) + 1
@@ -233,10 +301,10 @@ class Trainer:
             if pos.global_step % 10 == 1 or pos.step == steps:
                 bar.set_postfix({f"loss{m}": f"{float(v):.3f}" for m, v in losses.items()}, refresh=False)
             if self.stop.requested:
-                save_checkpoint(path, self.encoder, self.method, state)
+                self.save(path, state)
                 raise Interrupted(f"stopped by {self.stop.requested} at step {pos.global_step}; checkpoint saved")
             if pos.global_step % self.cfg.checkpoint_every == 0:
-                save_checkpoint(path, self.encoder, self.method, state)
+                self.save(path, state)
         self.close_epoch(state)
 
     def close_epoch(self, state: TrainState) -> None:
@@ -274,3 +342,25 @@ class Trainer:
             out.append(Metric("samples_per_s", speed.samples_per_s))
             out.append(Metric("s_per_step", speed.s_per_step or 0.0))
         return out
+
+
+def check_health(state: TrainState, losses: dict, step: int, keep: Callable[[], None]) -> None:
+    """Stop with Diverged on a non-finite loss (after saving the checkpoint of the last good step: the step's
+    update is in the parameters, so the checkpoint is of the state that diverged; the previous one is kept
+    as ``prev.pt``). Tracks whether each module's loss has moved since the phase began."""
+    for m, value in losses.items():
+        v = float(value)
+        if not math.isfinite(v):
+            keep()
+            raise Diverged(m, step + 1, f"loss is {v}")
+        first = state.first_loss.setdefault(m, v)
+        state.seen[m] = state.seen.get(m, 0) + 1
+        if not state.moved.get(m) and abs(v - first) > 1e-6 * max(1.0, abs(first)):
+            state.moved[m] = True
+
+
+def check_moved(state: TrainState, step: int) -> None:
+    """A trained module whose loss stayed the same over a whole phase of several steps is not learning."""
+    for m in sorted(state.first_loss):
+        if not state.moved.get(m) and state.seen.get(m, 0) > 1:
+            raise Diverged(m, step, f"loss stayed at {state.first_loss[m]:.6g} for the whole phase (not learning)")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bench import progress
+from bench.data import DataError
 from bench.interfaces import Batch, EvalConfig, FeatureFn, Metric, Task
 from tasks._cpc_audio import CPCAudioEncoder
 from tasks._probe import linear_probe
@@ -183,6 +184,23 @@ class AudioTask(Task):
             utts.extend([u] * len(s))
             starts.extend(s.tolist())
         return ProbeSet(np.array(utts, dtype=np.int64), np.array(starts, dtype=np.int64), np.array(labels))
+
+    def check_evaluation(self, cfg: EvalConfig) -> None:
+        """Every probe needs training and test samples: a frame-label probe needs labelled utterances in both
+        of its splits (counted, cheap), a clip-label probe a non-empty set of clips (built)."""
+        for name in self.label_sets:
+            if name in self.frame_label_sets:
+                table = self.data.frame_labels[name]
+                counts = {s: sum(int(u) in table for u in self.data.splits[s].utterances) for s in self.probe_splits}
+            else:
+                counts = dict(zip(self.probe_splits, (len(p.labels) for p in self.probe_sets(name)), strict=True))
+            empty = [s for s, n in counts.items() if n == 0]
+            if empty:
+                raise DataError(
+                    f"{self.name}: the {name} probe would have no {' or '.join(empty)} samples (no utterance "
+                    f"{'with ' + name + ' labels ' if name in self.frame_label_sets else ''}in that split), so "
+                    "the evaluation would fail after training; check that the split's files are there"
+                )
 
     def evaluate(self, features: FeatureFn, cfg: EvalConfig, modules, device, seed) -> list[Metric]:
         metrics, cache = [], {}

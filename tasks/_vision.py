@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from bench import progress
+from bench.data import DataError
 from bench.interfaces import Batch, EvalConfig, FeatureFn, Metric, Task
 from tasks._probe import linear_probe
 from tasks._resnet import PatchResNet
@@ -116,6 +117,13 @@ class ImageTask(Task):
         std = torch.tensor(self.config.std, device=x.device)
         return ((x - mean) / std).permute(0, 3, 1, 2).contiguous()
 
+    def check_evaluation(self, cfg: EvalConfig) -> None:
+        for split in self.probe_splits:
+            data = self.splits[split]
+            if data.labels is None or len(data.labels) == 0:
+                raise DataError(f"{self.name}: the probe's {split} split is empty or unlabelled, so the evaluation "
+                                "would fail after training; check the data (and task.max_* caps)")  # fmt: skip
+
     def evaluate(self, features: FeatureFn, cfg: EvalConfig, modules, device, seed) -> list[Metric]:
         train, test = self.probe_splits
         train_f, train_y = self.extract(features, train, modules, device, cfg.batch_size)
@@ -137,6 +145,17 @@ class ImageTask(Task):
             for m in modules:
                 chunks[m].append(reps[m].flatten(2).mean(dim=2).float().cpu())  # (B, C, G, G) -> (B, C)
         return {m: torch.cat(c) for m, c in chunks.items()}, data.labels
+
+
+def draw(split: Split, n: int = 0, seed: int = 0) -> Split:
+    """The first ``n`` images (all when 0) of ``split`` in a seeded random order, the same for every run: a
+    cap never takes the first images of a split sorted by class."""
+    order = torch.randperm(len(split.images), generator=torch.Generator().manual_seed(seed))
+    return take(split, order[:n] if n else order)
+
+
+def take(split: Split, rows: torch.Tensor) -> Split:
+    return Split(split.images[rows], None if split.labels is None else split.labels[rows])
 
 
 def crop(x: torch.Tensor, size: int, gen: torch.Generator | None) -> torch.Tensor:

@@ -8,7 +8,8 @@ published on the CIFAR-10 page). Decoded class folders are cached as a .npz next
 ~/.cache/bench when that is read-only) so JPEGs are decoded once.
 
 Evaluation: the probe trains on ``train`` and tests on ``test`` when present, else on a validation split
-carved deterministically from ``train`` (``task.eval_split`` chooses explicitly).
+carved from ``train`` (``task.eval_split`` chooses explicitly). The carve and the caps (``max_pretrain``,
+``max_probe_train``) are seeded random draws, the same for every run, whatever the order on disk.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from bench.data import DataError, data_root, download
 from bench.registry import TASKS
 from tasks._image_folders import load_class_folders
-from tasks._vision import ImageTask, Split, VisionConfig
+from tasks._vision import ImageTask, Split, VisionConfig, draw, take
 
 log = logging.getLogger(__name__)
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -87,15 +88,15 @@ class Cifar10(ImageTask):
         use_test = "test" in raw and c.eval_split != "val"
         if c.eval_split == "test" and "test" not in raw:
             raise DataError("task.eval_split=test but the CIFAR-10 data found has no test split")
-        train = raw["train"]
+        # train in a seeded random order (the same for every run): class folders list their images class by
+        # class, so the validation carve and the caps take random draws, never the first classes.
+        train = draw(raw["train"])
         splits: dict[str, Split] = {}
         if use_test:
             splits["test"] = raw["test"]
         else:
-            perm = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))
-            val, rest = perm[: c.val_size], perm[c.val_size :]
-            splits["test"] = Split(train.images[val], train.labels[val])
-            train = Split(train.images[rest], train.labels[rest])
+            splits["test"] = take(train, torch.arange(min(c.val_size, len(train.images))))
+            train = take(train, torch.arange(min(c.val_size, len(train.images)), len(train.images)))
         splits["train"] = cap(train, c.max_pretrain)
         splits["probe_train"] = cap(train, c.max_probe_train)
         return splits
@@ -121,7 +122,8 @@ class Cifar10(ImageTask):
 
 
 def cap(split: Split, n: int) -> Split:
-    return split if not n or n >= len(split.images) else Split(split.images[:n], split.labels[:n])
+    """The first ``n`` images of a split already in random order (``draw``)."""
+    return split if not n or n >= len(split.images) else take(split, torch.arange(n))
 
 
 def read_batches(folder: Path) -> dict[str, Split]:
