@@ -9,3 +9,24 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+# The plugin surface: everything a method or task defined outside this repository needs.
+from bench.config import ConfigError, bounded  # noqa: E402
+from bench.data import DataError  # noqa: E402
+from bench.interfaces import (  # noqa: E402
+    Batch,
+    EvalConfig,
+    FeatureFn,
+    Method,
+    Metric,
+    ModularEncoder,
+    ModuleOutput,
+    Task,
+    TrainConfig,
+)
+from bench.registry import METHODS, TASKS  # noqa: E402
+
+__all__ = [
+    "METHODS", "TASKS", "Method", "Task", "Batch", "Metric", "ModularEncoder", "ModuleOutput", "FeatureFn",
+    "TrainConfig", "EvalConfig", "ConfigError", "DataError", "bounded",
+]  # fmt: skip

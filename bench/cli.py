@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import config as cfg
+from bench import plugins
 from bench.data import DataError
 from bench.record import RowsError
 from bench.registry import METHODS, TASKS, UnknownNameError
@@ -18,8 +19,8 @@ EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
 def load_plugins() -> None:
-    import methods  # noqa: F401  (registers every method)
-    import tasks  # noqa: F401  (registers every task)
+    """The built-in plugins, then the user's (``bench.plugins``); tests of plugin-free commands stub this."""
+    plugins.load_plugins()
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -51,8 +52,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import BAD_INPUT, BUSY, run_one
     from bench.summary import format_summary
+    from bench.sweep.runner import BAD_INPUT, BUSY, run_one
 
     spec = RunSpec(
         method=args.method, task=args.task, seed=args.seed, preset=args.preset,
@@ -90,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("--data-root", type=Path, help="where the task's data lives (default: ./data or $BENCH_DATA_ROOT)")
     p.add_argument("--out", type=Path, default=Path("results/runs"), help="runs go to OUT/<run_id>/")
-    p.add_argument("--executor", choices=["debug", "local"], default="debug",
-                   help="debug: in this process; local: a submitit subprocess")  # fmt: skip
+    p.add_argument("--executor", choices=["debug", "local", "slurm"], default="debug",
+                   help="debug: in this process; local: a submitit subprocess; slurm: a SLURM job")  # fmt: skip
     p.add_argument("--experiment", default="adhoc", help="label recorded in the rows")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal")
     p.set_defaults(func=cmd_run)
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def extra_commands() -> list[Callable]:
     """Further command groups (sweeps, tables, checks) register their own sub-parsers."""
     registers = []
-    for module in ("bench.sweep", "bench.tables", "bench.check"):
+    for module in ("bench.sweep.commands", "bench.report.tables", "bench.report.check"):
         try:
             registers.append(__import__(module, fromlist=["register_cli"]).register_cli)
         except ModuleNotFoundError as err:
@@ -135,7 +136,11 @@ def setup_logging(quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    load_plugins()
+    try:
+        load_plugins()
+    except cfg.ConfigError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "quiet", False))
     try:

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import torch
 
-from bench import progress, record
-from bench.aggregate import variant_from_config
+from bench import plugins, progress, record
 from bench.config import ConfigError
 from bench.data import DataError
 from bench.interfaces import Method, Metric, ModularEncoder, Task
-from bench.measure import HeapReuse, device_label, resolve_device
-from bench.spec import Resolved, RunSpec, resolve
+from bench.measure import HeapReuse, device_label, precision, resolve_device
+from bench.spec import Resolved, RunSpec, resolve, variant_of
 from bench.trainer import Diverged, Interrupted, StopFlag, Trainer
 
 log = logging.getLogger("bench.run")
@@ -119,6 +118,7 @@ def prepare(resolved: Resolved, base: dict) -> Prepared:
                           "one epoch (random_init gives an untrained encoder)")  # fmt: skip
     device = resolve_device(train_cfg.device)
     base["device"] = device_label(device)
+    base["precision"] = precision(train_cfg.amp, device) if resolved.method_cls.trains else "fp32"
     if train_cfg.threads and device.type == "cpu":
         torch.set_num_threads(train_cfg.threads)
     if train_cfg.deterministic and device.type == "cuda":
@@ -208,7 +208,7 @@ def provenance(resolved: Resolved, started: str) -> dict:
         "run_id": resolved.run_id,
         "experiment": spec.experiment,
         "method": spec.method,
-        "variant": variant_from_config(resolved.as_dict),
+        "variant": variant_of(resolved),
         "task": spec.task,
         "seed": spec.seed,
         "preset": spec.preset or "",
@@ -217,12 +217,14 @@ def provenance(resolved: Resolved, started: str) -> dict:
         "git_sha": sha,
         "git_dirty": dirty,
         "device": "",
+        "precision": "",
         "torch_version": torch.__version__,
         "config_hash": resolved.config_hash,
         "started_at": started,
         "world_size": 1,
         "batch_size": resolved.train.batch_size,
         "host": record.host_name(),
+        "plugins": " ".join(plugins.external()),
     }
 
 

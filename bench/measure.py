@@ -34,6 +34,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CUDA with bf16; a CPU whose flags list avx512_bf16 or amx_bf16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def precision(amp: str, device: torch.device) -> str:
+    """The autocast precision ``train.amp`` means on ``device``: "bf16" or "fp32"."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return "bf16" if amp == "bf16" else "fp32"
+
+
 def device_label(device: torch.device) -> str:
     """'cpu' or 'cuda:<GPU model>', the device class used to compare measurements."""
     if device.type == "cuda":

@@ -109,3 +109,16 @@ def resolve(spec: RunSpec) -> Resolved:
     }
     digest = hashlib.sha256(json.dumps(as_dict, sort_keys=True).encode()).hexdigest()
     return Resolved(spec, method_cls, task_cls, method, task, train, evaluation, as_dict, digest)
+
+
+def variant_of(resolved: Resolved) -> str:
+    """The method settings named in its ``variant_keys`` that differ from their default, as
+    ``key=value[,key=value]`` (tuples joined by ``+``): ``""`` for the method's default configuration."""
+    defaults = resolved.method_cls.Config()
+    parts = []
+    for key in resolved.method_cls.variant_keys:
+        value = getattr(resolved.method, key)
+        if value != getattr(defaults, key):
+            shown = "+".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+            parts.append(f"{key}={shown}")
+    return ",".join(parts)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from bench import progress
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
-from bench.measure import HeapReuse, PeakMemory, Throughput
+from bench.measure import HeapReuse, PeakMemory, Throughput, precision
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoints/last.pt"
@@ -229,6 +229,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.t0 = time.perf_counter()
+        self.bf16 = precision(self.cfg.amp, self.device) == "bf16"
 
     def save(self, path: Path, state: TrainState) -> None:
         save_checkpoint(path, self.encoder, self.method, state, time.perf_counter() - self.t0)
@@ -289,7 +290,7 @@ class Trainer:
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
             batch.index = idx
             meter.step_begin()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 losses = self.method.train_step(batch, pos.phase)
             meter.step_end(len(batch))
             check_health(state, losses, pos.global_step, lambda: self.save(path, state))
@@ -321,7 +322,7 @@ class Trainer:
             log.info("phase %d epoch %d module %d val_loss %.4f", pos.phase, pos.epoch, m, value)
 
     def validation_losses(self, phase: int) -> dict[int, float]:
-        split = getattr(self.task, "validation_split", lambda: None)()
+        split = self.task.validation_split()
         if not self.cfg.val_batches or split is None:
             return {}
         n, bs = self.task.split_size(split), self.cfg.batch_size

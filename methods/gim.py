@@ -78,6 +78,8 @@ def infonce_loss(out: ModuleOutput, head: nn.Module, cfg: Config) -> torch.Tenso
 
 @METHODS.register("gim")
 class GIM(Method):
+    gradient_isolated = True
+    variant_keys = ("schedule", "train_modules", "backward")
     description = "Greedy InfoMax: gradient-isolated modules, each trained with its own InfoNCE loss"
     Config = Config
     presets = {

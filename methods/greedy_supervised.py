@@ -20,6 +20,7 @@ from methods.supervised import Config, Supervised  # the same settings and per-p
 
 @METHODS.register("greedy_supervised")
 class GreedySupervised(Method):
+    gradient_isolated = True
     description = "greedy supervised: each module its own linear classifier, gradient-isolated"
     Config = Config
     supervised = True

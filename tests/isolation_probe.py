@@ -1,4 +1,4 @@
-"""Picklable stand-ins for RunJob, importable by the child process of an isolated run (bench.isolate)."""
+"""Picklable stand-ins for RunJob, importable by the child process of an isolated run (bench.sweep.isolate)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Synthetic results folders in the real schema (record.COLUMNS), for the tables and check tests.
 
 ``write_results(dir, runs)`` writes ``dir/results.csv`` as ``bench collect`` would, and each run's
-``dir/<run_id>/config.yaml`` (where variants such as ``schedule=iterative`` are read from).
+``dir/<run_id>/config.yaml``; rows carry the variant (e.g. ``schedule=iterative``) as a run records it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ class Run:
         text = f"{self.task}/{self.method}/{self.seed}/{sorted(self.method_config.items())}/{self.device}"
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    @property
+    def variant(self) -> str:
+        """What ``bench.spec.variant_of`` records for these method settings."""
+        from bench.spec import RunSpec, resolve, variant_of
+
+        return variant_of(resolve(RunSpec(method=self.method, task=self.task, overrides={"method": self.method_config})))
+
     def config(self) -> dict:
         return {"method": {"name": self.method, **self.method_config}, "task": {"name": self.task},
                 "seed": self.seed}  # fmt: skip
@@ -54,7 +61,7 @@ class Run:
 
 def base_row(run: Run) -> dict:
     return {
-        "run_id": run.run_id, "experiment": "synthetic", "method": run.method, "task": run.task,
+        "run_id": run.run_id, "experiment": "synthetic", "method": run.method, "variant": run.variant, "task": run.task,
         "seed": run.seed, "preset": "smoke", "status": run.status, "error": "", "method_version": "1",
         "task_version": "1", "git_sha": "abc123", "git_dirty": False, "device": run.device,
         "torch_version": "2.13.0", "config_hash": run.run_id + "f" * 52, "started_at": "2026-01-01T00:00:00",

@@ -13,7 +13,7 @@ from methods.mfcc import Config as MFCCConfig
 from methods.mfcc import mfcc
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if "audio" in METHODS.get(m).modalities])
 def test_smoke_on_synthetic_speech(method, tmp_path):
     code = main(["run", "--method", method, "--task", "synthetic_speech", "--preset", "smoke", "--out", str(tmp_path),
                  "--quiet"])  # fmt: skip

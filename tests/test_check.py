@@ -11,7 +11,7 @@ import yaml
 from results_factory import Run, paper_like_runs, write_results
 
 from bench import cli, record
-from bench.reference import Rules, load_reference
+from bench.report.reference import Rules, load_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

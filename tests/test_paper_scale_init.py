@@ -1,6 +1,7 @@
 """The paper-size encoders at the memory preset start at chance: per-module InfoNCE about ln(1 + negatives).
 
-One training step of GIM at paper geometry (batch 8), with the preset's precision (vision: bf16 autocast):
+One training step of GIM at paper geometry (batch 8), with the preset's precision (vision: amp auto, bf16
+where the CPU has it natively):
 the losses it returns are computed before the update.
 Vision on a fake STL-10 in the official layout (ln 17 with 16 negatives); audio on the real LibriSpeech
 excerpt (ln 11 with 10 negatives), where module 0 sees the raw waveform's scale and starts higher, as the
@@ -14,6 +15,7 @@ import math
 import pytest
 import torch
 
+from bench.measure import precision
 from bench.spec import RunSpec, resolve
 from tests.conftest import shared_data
 from tests.fixtures_stl10 import write_stl10
@@ -29,7 +31,8 @@ def first_step_losses(task: str, root, overrides: dict) -> tuple[dict[int, float
     idx = torch.arange(resolved.train.batch_size) % task_obj.split_size(split)
     batch = task_obj.batch(split, idx, device, torch.Generator().manual_seed(0), augment=True)
     assert len(batch) == 8
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolved.train.amp == "bf16"):  # as the trainer
+    bf16 = precision(resolved.train.amp, device) == "bf16"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the trainer
         losses = method.train_step(batch, 0)
     return {m: float(v) for m, v in losses.items()}, resolved.method.negatives
 

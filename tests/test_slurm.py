@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import record, slurm, sweep_state
+from bench import record
 from bench.cli import main
+from bench.sweep import slurm
+from bench.sweep import state as sweep_state
 from tests.conftest import REPO
 
 UP, WHY = slurm.available()

@@ -14,12 +14,15 @@ from pathlib import Path
 import pytest
 
 from bench import config as cfg
-from bench import experiment, plan, record, slurm, snapshot, sweep, sweep_state
+from bench import record
 from bench.cli import main
 from bench.registry import METHODS
-from bench.runner import RunJob
 from bench.spec import RunSpec, resolve
-from bench.sweep_state import PlannedRun, RunState, Submission
+from bench.sweep import commands as sweep
+from bench.sweep import experiment, plan, slurm, snapshot
+from bench.sweep import state as sweep_state
+from bench.sweep.runner import RunJob
+from bench.sweep.state import PlannedRun, RunState, Submission
 from tests.conftest import REPO
 
 TINY = """\
@@ -337,7 +340,7 @@ def test_local_job_signalled_before_its_time_limit_requeues_and_resumes(tmp_path
 
 def test_a_local_chain_runs_each_run_in_a_process_of_its_own(tmp_path):
     """So that no run's memory includes torch's one-time allocations or a heap shaped by the runs before it."""
-    from bench.launch import RunChain
+    from bench.sweep.launch import RunChain
     from tests.isolation_probe import PidJob
 
     outcomes = RunChain([PidJob(str(tmp_path / "a")), PidJob(str(tmp_path / "b")), PidJob(str(tmp_path / "c"), 3)])()
@@ -351,7 +354,7 @@ def test_a_local_chain_runs_each_run_in_a_process_of_its_own(tmp_path):
 def test_a_local_chain_stops_at_a_run_stopped_by_a_signal():
     """Ctrl-C or kill on a local job: the interrupted run keeps its checkpoint and the next runs do not start."""
     from bench.execute import RunOutcome
-    from bench.launch import RunChain
+    from bench.sweep.launch import RunChain
 
     called = []
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from results_factory import Run, paper_like_runs, write_results
 
-from bench import aggregate as agg
-from bench import cli, plots, record
-from bench.tables import write_tables
+from bench import cli, record
+from bench.report import aggregate as agg
+from bench.report import plots
+from bench.report.tables import write_tables
+from bench.spec import RunSpec, resolve, variant_of
 
 
 @pytest.fixture(scope="module")
@@ -106,26 +108,20 @@ def test_regeneration_is_byte_identical(built):
     assert changed == []
 
 
-def test_variant_column_and_missing_configs(tmp_path, caplog):
-    runs = [Run("cifar10", "gim", s, {"class_acc": 0.5}, {"train_modules": [0]}) for s in range(2)]
-    write_results(tmp_path, runs, configs=False)
-    assert {r["variant"] for r in agg.load_results(tmp_path)} == {""}
-    assert "no config.yaml" in caplog.text
-    rows = record.read_rows(tmp_path / "results.csv")
-    with (tmp_path / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*rows[0], "variant"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({**r, "variant": "train_modules=0"} for r in rows)
-    assert {r["variant"] for r in agg.load_results(tmp_path)} == {"train_modules=0"}
-
-
 @pytest.mark.parametrize(("method_config", "variant"), [
-    ({}, ""), ({"schedule": "simultaneous", "train_modules": None}, ""), ({"schedule": "iterative"}, "schedule=iterative"),
+    ({}, ""), ({"schedule": "simultaneous", "train_modules": []}, ""), ({"schedule": "iterative"}, "schedule=iterative"),
     ({"train_modules": [0]}, "train_modules=0"), ({"train_modules": [], "backward": "summed"}, "backward=summed"),
     ({"train_modules": [0, 1], "schedule": "iterative"}, "schedule=iterative,train_modules=0+1"),
 ])  # fmt: skip
-def test_variant_from_config(method_config, variant):
-    assert agg.variant_from_config({"method": {"name": "gim", **method_config}}) == variant
+def test_variant_of_names_the_declared_keys_that_differ_from_their_default(method_config, variant):
+    assert variant_of(resolve(RunSpec(method="gim", overrides={"method": method_config}))) == variant
+
+
+def test_rows_without_a_variant_count_as_the_default(tmp_path):
+    write_results(tmp_path, [Run("cifar10", "gim", s, {"class_acc": 0.5}) for s in range(2)])
+    rows = record.read_rows(tmp_path / "results.csv")
+    (tmp_path / "results.csv").write_text(record.rows_to_csv({**r, "variant": ""} for r in rows))
+    assert {r["variant"] for r in agg.load_results(tmp_path)} == {""}
 
 
 def test_failed_runs_are_left_out_and_noted(tmp_path):
@@ -150,7 +146,7 @@ def test_no_data_gives_placeholders_not_a_crash(tmp_path):
 def test_fig3_counts_epochs_from_each_module_phase(tmp_path):
     runs = [Run("cifar10", "gim", 0, {}, {"schedule": "iterative"}, epochs=2), Run("cifar10", "gim", 0, {})]
     write_results(tmp_path, runs)
-    df = plots.loss_frame(agg.load_results(tmp_path))
+    df = plots.loss_frame(agg.load_results(tmp_path), "gim", "schedule=iterative")
     iterative = df[df.schedule == "iterative"]
     assert sorted(iterative[iterative.module == 2].epoch.unique()) == [0, 1]
     assert set(df.schedule) == {"iterative", "simultaneous"} and set(df.split) == {"train", "val"}

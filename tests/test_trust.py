@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench import record, sweep_state
+from bench import record
 from bench.cli import main
 from bench.execute import RunLock
 from bench.spec import RunSpec, resolve
+from bench.sweep import state as sweep_state
 from bench.trainer import CHECKPOINT, PREVIOUS, TrainState, load_checkpoint, save_checkpoint
-from tasks.cifar10 import CLASSES
 from tests.conftest import REPO, shared_data
+from tests.fixtures_data import cifar_class_folders
 from tests.fixtures_stl10 import write_stl10
 
 SMOKE = ["run", "--preset", "smoke", "--quiet"]
@@ -42,22 +43,9 @@ def run_dirs(out: Path) -> list[Path]:
 # 0. Subsets: every cap and carve is a seeded random draw, whatever the order on disk.
 
 
-def class_folders(root: Path, per_class: dict[str, int]) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in per_class.items():
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{c}_{i}.png")
-
-
 @pytest.mark.parametrize("with_test", [True, False])
 def test_cifar_class_folders_caps_cover_every_class(tmp_path, with_test):
-    class_folders(tmp_path / "cifar10", {"train": 30, **({"test": 3} if with_test else {})})
+    cifar_class_folders(tmp_path, {"train": 30, **({"test": 3} if with_test else {})})
     spec = RunSpec(task="cifar10", data_root=str(tmp_path), overrides={
         "task": {"max_pretrain": 60, "max_probe_train": 60, "val_size": 40, "download": False}})  # fmt: skip
     r = resolve(spec)

@@ -1,9 +1,9 @@
-"""``bench tables DIR``: the paper's Tables 1-4 (and, through bench.plots, Figures 3-4) from DIR/results.csv.
+"""``bench tables DIR``: the paper's Tables 1-4 (and, through bench.report.plots, Figures 3-4) from DIR/results.csv.
 
 One function per table turns result rows into a ``Table``: each cell is the mean, std and number of seeds of
 one (task, method, variant, metric) with its provenance, beside the published value (bench/paper_gim2019
 .yaml) and our difference. A table is built from the paper's task when results have it, otherwise from the
-closest stand-in (and says so). Rendering to CSV/Markdown/LaTeX lives in bench.table_render; nothing here
+closest stand-in (and says so). Rendering to CSV/Markdown/LaTeX lives in bench.report.render; nothing here
 writes to the raw rows.
 """
 
@@ -12,93 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import aggregate as agg
-from bench import table_render
-from bench.paper import DEFAULT_PAPER, Paper, PaperError, PaperTable, load_paper
 from bench.record import atomic_write_text
+from bench.report import aggregate as agg
+from bench.report import plots
+from bench.report import render as table_render
+from bench.report.model import Column, Entry, Ratio, Table
+from bench.report.paper import DEFAULT_PAPER, Paper, PaperError, PaperTable, load_paper
 
 log = logging.getLogger(__name__)
-VISION_TASKS = ("stl10", "cifar10", "synthetic_textures")
-AUDIO_TASKS = ("librispeech", "fsdd", "synthetic_speech")
-"""Candidate tasks, the paper's first, then stand-ins by fidelity; a table uses the first with results."""
 GIB = 2.0**30
-
-
-@dataclass(frozen=True)
-class Column:
-    """A measured column: the paper's column name and the metric (and scale) it is built from."""
-
-    name: str
-    metric: str
-    scale: float = 100.0
-    unit: str = "%"
-    decimals: int = 1
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One cell of a built table: ours (None when no run) beside the paper's value."""
-
-    row: str
-    method: str | None
-    variant: str
-    column: Column
-    cell: agg.Cell | None
-    paper: float | None
-    paper_std: float | None
-
-    def ours(self) -> float | None:
-        return None if self.cell is None else self.cell.mean * self.column.scale
-
-    def ours_std(self) -> float | None:
-        std = None if self.cell is None else self.cell.std
-        return None if std is None else std * self.column.scale
-
-    def diff(self) -> float | None:
-        ours = self.ours()
-        return None if ours is None or self.paper is None else ours - self.paper
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """A ratio of two rows' means in the first column (Table 2's GIM all / first module)."""
-
-    label: str
-    ours: float | None
-    n: int
-    paper: float
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    task: str
-    paper_task: str
-    columns: tuple[Column, ...]
-    rows: list[str]
-    entries: dict[tuple[str, str], Entry]
-    notes: list[str] = field(default_factory=list)
-    ratios: list[Ratio] = field(default_factory=list)
-
-    @property
-    def has_data(self) -> bool:
-        return any(e.cell is not None for e in self.entries.values())
-
-
-def choose_task(rows: list[dict], candidates: tuple[str, ...], forced: str | None) -> str:
-    """The forced task, else the first candidate with finished runs, else the first with any runs (so that
-    failed or diverged runs are named under its table), else the paper's task."""
-    if forced:
-        return forced
-    for present in ({r["task"] for r in agg.ok_scalar_rows(rows)}, {r["task"] for r in rows}):
-        found = next((t for t in candidates if t in present), None)
-        if found:
-            return found
-    return candidates[0]
 
 
 def content_metric(rows: list[dict], task: str, preferred: str) -> str:
@@ -182,14 +106,14 @@ def table_notes(table: Table, ptable: PaperTable, paper: Paper, task_rows: list[
 
 def table1(rows: list[dict], paper: Paper, task: str | None = None) -> Table:
     """Linear-probe accuracy by method on the vision task."""
-    task = choose_task(rows, VISION_TASKS, task)
+    task = agg.choose_task(rows, paper.candidates("vision"), task)
     column = Column("accuracy", content_metric(rows, task, "class_acc"))
     return build_table(paper, "table1", rows, task, (column,), extra_rows=True)
 
 
 def table2(rows: list[dict], paper: Paper, task: str | None = None) -> Table:
     """Peak training memory by method, plus GIM's first module trained alone (variant train_modules=0)."""
-    task = choose_task(rows, VISION_TASKS, task)
+    task = agg.choose_task(rows, paper.candidates("vision"), task)
     column = Column("memory", "peak_mem_bytes", scale=1 / GIB, unit="GB", decimals=3)
     table = build_table(paper, "table2", rows, task, (column,), extra_rows=True)
     table.ratios = [table_ratio(table, r.label, r.numerator, r.denominator, r.paper)
@@ -216,7 +140,7 @@ def audio_columns(rows: list[dict], task: str, order: tuple[str, ...]) -> tuple[
 
 def table3(rows: list[dict], paper: Paper, task: str | None = None) -> Table:
     """Phone and speaker accuracy by method on the audio task, including MFCC features."""
-    task = choose_task(rows, AUDIO_TASKS, task)
+    task = agg.choose_task(rows, paper.candidates("audio"), task)
     ablations = frozenset(p.method for p in paper.table("table4").rows if p.method)
     columns = audio_columns(rows, task, ("phone", "speaker"))
     return build_table(paper, "table3", rows, task, columns, extra_rows=True, skip=ablations)
@@ -224,12 +148,11 @@ def table3(rows: list[dict], paper: Paper, task: str | None = None) -> Table:
 
 def table4(rows: list[dict], paper: Paper, task: str | None = None) -> Table:
     """GIM against GIM without BPTT (gim_no_bptt) and without the autoregressive module (gim_no_ar)."""
-    task = choose_task(rows, AUDIO_TASKS, task)
+    task = agg.choose_task(rows, paper.candidates("audio"), task)
     return build_table(paper, "table4", rows, task, audio_columns(rows, task, ("speaker", "phone")), False)
 
 
 TABLES = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
-MODALITY = {"table1": "vision", "table2": "vision", "table3": "audio", "table4": "audio"}
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:
@@ -250,14 +173,12 @@ def write_tables(results_dir: Path, paper_path: Path = DEFAULT_PAPER, vision_tas
     forced = {"vision": vision_task, "audio": audio_task}
     lines = []
     for name, build in TABLES.items():
-        table = build(rows, paper, forced[MODALITY[name]])
+        table = build(rows, paper, forced[paper.table(name).modality])
         write_table(table, results_dir / "tables")
         state = "" if table.has_data else "  (placeholder: no runs; see its notes)"
         lines.append(f"tables/{name}.{{csv,md,tex}}  task {table.task}{state}")
     if figures:
-        from bench import plots
-
-        lines += plots.write_figures(rows, results_dir / "figures")
+        lines += plots.write_figures(rows, results_dir / "figures", paper)
     return lines
 
 
@@ -278,10 +199,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", type=Path, help="a results folder holding results.csv (from `bench collect`)")
     p.add_argument("--paper", type=Path, default=DEFAULT_PAPER, help="the published numbers (YAML)")
     p.add_argument(
-        "--vision-task", help=f"task for Tables 1-2 (default: first present of {', '.join(VISION_TASKS)})"
+        "--vision-task", help="task for Tables 1-2 (default: the first with results of the paper file's vision tasks)"
     )
     p.add_argument(
-        "--audio-task", help=f"task for Tables 3-4 (default: first present of {', '.join(AUDIO_TASKS)})"
+        "--audio-task", help="task for Tables 3-4 (default: the first with results of the paper file's audio tasks)"
     )
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.set_defaults(func=cmd_tables)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from bench import record, slurm
+from bench import record
+from bench.sweep import slurm
 
 STATE_DIR = ".sweep"
 PLAN_FILE = "plan.json"
@@ -51,7 +52,7 @@ class PlannedRun:
     job_id: str = ""
     log_dir: str = ""
     variant: str = ""
-    """The method settings that tell this run apart from the method's default (see bench.aggregate)."""
+    """The method settings that tell this run apart from the method's default (see bench.report.aggregate)."""
 
     @property
     def effective_batch_size(self) -> int:

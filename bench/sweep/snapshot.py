@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from bench import plugins, record
+
 log = logging.getLogger(__name__)
 PACKAGES = ("bench", "methods", "tasks")
 FILES = ("pyproject.toml",)
@@ -26,7 +28,7 @@ SNAPSHOT_DIR = ".snapshot"
 
 def source_root() -> Path:
     """The folder that holds the ``bench`` package being run."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def source_files(root: Path) -> list[Path]:
@@ -80,6 +82,12 @@ def take(out: Path, root: Path | None = None) -> Path:
         if not dest.is_dir():  # not merely a concurrent submission that made the same snapshot first
             raise
     log.info("code snapshot for queued jobs: %s", dest)
+    outside = plugins.files_outside(str(root))
+    if outside:
+        note = "Not copied into this snapshot: external plugins, imported by the jobs from where they are:\n"
+        record.atomic_write_text(dest / "EXTERNAL_PLUGINS.txt", note + "".join(f"  {p}\n" for p in outside))
+        log.warning("the code snapshot does not copy the external plugins %s: jobs import them from there, so "
+                    "edits to them reach queued jobs", ", ".join(outside))  # fmt: skip
     return dest
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.aggregate import Cell, CellKey
 from bench.record import atomic_write_text
+from bench.report.aggregate import Cell, CellKey
 
 FORMAT = "bench-reference/1"
 PERF_METRICS = {"peak_mem_bytes": "higher is worse", "samples_per_s": "lower is worse"}

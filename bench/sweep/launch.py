@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -23,14 +22,14 @@ from pathlib import Path
 
 import submitit
 
-from bench import record, slurm
+from bench import record
 from bench.execute import RunOutcome
-from bench.isolate import IsolatedRun
-from bench.runner import RunJob, finished, finished_outcome
-from bench.sweep_state import LOG_DIR, STATE_DIR, PlannedRun
+from bench.sweep import slurm
+from bench.sweep.isolate import IsolatedRun
+from bench.sweep.runner import RunJob, finished, finished_outcome, make_executor
+from bench.sweep.state import LOG_DIR, STATE_DIR, PlannedRun
 
 log = logging.getLogger(__name__)
-EXECUTORS = ("slurm", "local", "debug")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -38,7 +37,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class RunChain:
     """Several runs one after another in one job (local executor); checkpointable like RunJob.
 
-    With ``isolate`` (the default) each run has a process of its own (``bench.isolate``), so its memory and
+    With ``isolate`` (the default) each run has a process of its own (``bench.sweep.isolate``), so its memory and
     one-time allocations are its own and runs compare as if each were alone; the chain hands signals on.
     """
 
@@ -96,38 +95,12 @@ def log_folder(out: Path) -> Path:
     return out / STATE_DIR / LOG_DIR / "%j"
 
 
-def make_executor(kind: str, out: Path, res: slurm.Resources, name: str, snapshot: Path | None,
-                  jobs_at_once: int = 1) -> submitit.Executor:  # fmt: skip
-    folder = log_folder(out)
-    if kind == "debug":
-        return submitit.DebugExecutor(folder=folder)
-    if kind == "local":
-        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_num_timeout)
-        setup = [f"cd {shlex.quote(str(snapshot))}"] if snapshot else []
-        setup += [slurm.threads_line(res), *res.setup]
-        executor.update_parameters(timeout_min=res.timeout_min * jobs_at_once, signal_delay_s=res.signal_delay_s,
-                                   setup=setup)  # fmt: skip
-        return executor
-    if kind == "slurm":
-        ok, why = slurm.available()
-        if not ok:
-            raise RuntimeError(f"cannot submit to SLURM: {why}")
-        executor = submitit.AutoExecutor(
-            folder=folder, cluster="slurm", slurm_max_num_timeout=res.max_num_timeout
-        )
-        executor.update_parameters(
-            **slurm.executor_parameters(res, name, str(snapshot) if snapshot else None)
-        )
-        return executor
-    raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
-
-
 def submit(kind: str, out: Path, jobs: list[RunJob], runs: list[PlannedRun], res: slurm.Resources, name: str,
            snapshot: Path | None) -> list[submitit.Job]:  # fmt: skip
     """Submit ``jobs`` (one per run in ``runs``) and fill in each run's job id and log folder."""
     if kind == "local":
         return submit_local(out, jobs, runs, res, name, snapshot)
-    executor = make_executor(kind, out, res, name, snapshot)
+    executor = make_executor(kind, log_folder(out), res, name, snapshot)
     with executor.batch():  # one job array
         handles = [executor.submit(job) for job in jobs]
     for run, handle in zip(runs, handles, strict=True):
@@ -140,7 +113,7 @@ def submit_local(out: Path, jobs: list[RunJob], runs: list[PlannedRun], res: slu
     at_once = min(len(jobs), res.array_parallelism, max(1, (os.cpu_count() or 1) // res.cpus_per_task))
     chains = [list(range(k, len(jobs), at_once)) for k in range(at_once)]
     longest = max(len(c) for c in chains)
-    executor = make_executor("local", out, res, name, snapshot, jobs_at_once=longest)
+    executor = make_executor("local", log_folder(out), res, name, snapshot, jobs_at_once=longest)
     handles = []
     with output_to(out / STATE_DIR / LOG_DIR / "local-controllers.log"), new_sessions():
         for members in chains:

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import config as cfg
-from bench import slurm
-from bench.aggregate import variant_from_config
 from bench.data import DataError
-from bench.experiment import Experiment
 from bench.registry import UnknownNameError
-from bench.spec import Resolved, RunSpec, resolve
-from bench.sweep_state import PlannedRun
+from bench.spec import Resolved, RunSpec, resolve, variant_of
+from bench.sweep import slurm
+from bench.sweep.experiment import Experiment
+from bench.sweep.state import PlannedRun
 
 log = logging.getLogger(__name__)
 WORLD_SIZE = 1  # data-parallel training inside a job is not implemented: every run uses one device
@@ -98,7 +97,7 @@ def planned_run(resolved: Resolved) -> PlannedRun:
     spec = resolved.spec
     protocol = resolve(dataclasses.replace(spec, overrides={})).train.batch_size
     return PlannedRun(resolved.run_id, spec.method, spec.task, spec.seed, resolved.train.batch_size, protocol,
-                      WORLD_SIZE, variant=variant_from_config(resolved.as_dict))  # fmt: skip
+                      WORLD_SIZE, variant=variant_of(resolved))  # fmt: skip
 
 
 def batch_warnings(items: list[PlanItem]) -> list[str]:

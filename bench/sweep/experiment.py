@@ -7,25 +7,26 @@ An experiment file opens with a comment giving the command that runs it, then::
     seeds: [0, 1, 2]             # a list, or a range "0-2"
     data_root: data              # optional; relative to the current directory; --data-root wins
     overrides: {train: {threads: 1}}          # every run (sections task/method/train/eval)
-    methods:                     # the methods, each with its own overrides ({} for none); or a list
-      gim: {}
+    methods:                     # the methods, each with its own overrides ({} for none); a list; or
+      gim: {}                    # `all`: every registered method (built-in and plugins)
       gim@iterative:             # NAME@LABEL: method NAME again, with other settings (a variant)
         method: {schedule: iterative}
       random_init: {}
     tasks:
       synthetic_textures:
-        methods: [gim]           # optional: the methods run on this task (default: all of them); a
-                                 # mapping name -> overrides gives overrides for that method on this task
+        methods: [gim]           # optional: the methods run on this task (default, or `all`: those of
+                                 # the file that apply to the task's modality); a mapping name ->
+                                 # overrides gives overrides for that method on this task
         overrides: {}            # this task's runs
-        slurm: {timeout_min: 30} # this task's job resources (see bench.slurm.Resources)
+        slurm: {timeout_min: 30} # this task's job resources (see bench.sweep.slurm.Resources)
     slurm: {partition: gpu}      # every job's resources
 
 Overrides merge from general to specific: ``overrides``, ``methods.M``, ``tasks.T.overrides``,
 ``tasks.T.methods.M``. A method key ``NAME@LABEL`` runs the registered method ``NAME`` under its own
 overrides, so a file can hold a method's variants (e.g. GIM's iterative schedule for Figure 3, its first
 module alone for Table 2) beside its default; the label only tells the keys apart, the tables name the variant
-from the run's resolved settings. Methods that do not apply to a task (e.g. the audio-only ablations on a vision task)
-are left out through the task's ``methods`` list.
+from the run's resolved settings. Methods that do not apply to a task's modality (e.g. the audio-only
+ablations on a vision task) are left out of its default list; naming one explicitly is an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from bench import config as cfg
 from bench.data import data_root as default_data_root
+from bench.registry import METHODS, TASKS
 from bench.spec import RunSpec, check_preset
 
 TOP_KEYS = ("experiment", "preset", "seeds", "data_root", "overrides", "methods", "tasks", "slurm")
@@ -92,9 +94,9 @@ def load(path: Path, data_root: Path | None = None) -> Experiment:
             raise cfg.ConfigError(f"{path}: `{key}` is missing or empty; list at least one {key[:-1]}")
     preset = raw.get("preset")
     check_preset(preset)
-    methods = name_map(raw["methods"], f"{path}: methods")
+    methods = {m: {} for m in METHODS.names()} if raw["methods"] == "all" else name_map(raw["methods"], f"{path}: methods")
     tasks = {
-        name: task_entry(value, methods, f"{path}: tasks.{name}") for name, value in raw["tasks"].items()
+        name: task_entry(name, value, methods, f"{path}: tasks.{name}") for name, value in raw["tasks"].items()
     }
     root = str(data_root) if data_root is not None else raw.get("data_root")
     return Experiment(
@@ -105,12 +107,11 @@ def load(path: Path, data_root: Path | None = None) -> Experiment:
     )  # fmt: skip
 
 
-def task_entry(value: object, methods: dict[str, dict], where: str) -> TaskEntry:
+def task_entry(task: str, value: object, methods: dict[str, dict], where: str) -> TaskEntry:
     value = mapping(value, where)
     check_keys(value, TASK_KEYS, where)
-    chosen = (
-        name_map(value["methods"], f"{where}.methods") if "methods" in value else {m: {} for m in methods}
-    )
+    listed = value.get("methods", "all")
+    chosen = fitting(task, methods) if listed == "all" else name_map(listed, f"{where}.methods")
     outside = [m for m in chosen if m not in methods]
     if outside:
         raise cfg.ConfigError(
@@ -122,6 +123,16 @@ def task_entry(value: object, methods: dict[str, dict], where: str) -> TaskEntry
         mapping(value.get("slurm"), f"{where}.slurm"),
     )
     return TaskEntry(chosen, overrides, slurm)
+
+
+def fitting(task: str, methods: dict[str, dict]) -> dict[str, dict]:
+    """The methods (keys, with their labels) that apply to ``task``'s modality; unknown task or method names
+    stay, for ``validate`` to name them."""
+    if task not in TASKS:
+        return {m: {} for m in methods}
+    modality = TASKS.get(task).modality
+    return {m: {} for m in methods
+            if method_name(m) not in METHODS or modality in METHODS.get(method_name(m)).modalities}  # fmt: skip
 
 
 def name_map(value: object, where: str) -> dict[str, dict]:

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
 
-from bench import record
+from bench import plugins, record
 from bench.config import ConfigError
 from bench.data import DataError
 from bench.execute import RunBusy, RunOutcome, execute
 from bench.spec import RunSpec, resolve
+from bench.sweep import slurm
 
 log = logging.getLogger(__name__)
-EXECUTORS = ("debug", "local")
+EXECUTORS = ("slurm", "local", "debug")
 SUBMITIT_DIR = "submitit"
 BAD_INPUT, BUSY = "bad input", "busy"
 """Outcomes of runs that did not start (nothing written but run.log): bad config or data; folder in use."""
@@ -42,9 +44,7 @@ class RunJob:
     quiet: bool = True
 
     def __call__(self) -> RunOutcome:
-        from bench.cli import load_plugins
-
-        load_plugins()  # a fresh job process (local, SLURM) has not imported the plugins
+        plugins.load_plugins()  # a fresh job process (local, SLURM) has not imported the plugins
         run_dir = Path(self.run_dir)
         if finished(run_dir):  # requeued after it had already written its rows: nothing to redo
             return finished_outcome(run_dir)
@@ -87,12 +87,25 @@ def finished(run_dir: Path) -> bool:
     return record.run_status(run_dir) == record.STATUS_OK
 
 
-def make_executor(kind: str, folder: Path, timeout_min: int = 24 * 60) -> submitit.Executor:
+def make_executor(kind: str, folder: Path, res: slurm.Resources, name: str = "bench", snapshot: Path | None = None,
+                  jobs_at_once: int = 1) -> submitit.Executor:  # fmt: skip
+    """The one executor factory (``bench run`` and ``bench sweep``): job logs under ``folder``; local and SLURM
+    jobs start in ``snapshot`` when given, with ``res``'s threads, time limit and setup lines."""
     if kind == "debug":
         return submitit.DebugExecutor(folder=folder)
     if kind == "local":
-        executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(timeout_min=timeout_min)
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_num_timeout)
+        setup = [f"cd {shlex.quote(str(snapshot))}"] if snapshot else []
+        setup += [slurm.threads_line(res), *res.setup]
+        executor.update_parameters(timeout_min=res.timeout_min * jobs_at_once, signal_delay_s=res.signal_delay_s,
+                                   setup=setup)  # fmt: skip
+        return executor
+    if kind == "slurm":
+        ok, why = slurm.available()
+        if not ok:
+            raise RuntimeError(f"cannot submit to SLURM: {why}")
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=res.max_num_timeout)
+        executor.update_parameters(**slurm.executor_parameters(res, name, str(snapshot) if snapshot else None))
         return executor
     raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
 
@@ -103,7 +116,9 @@ def run_one(spec: RunSpec, out: Path, executor: str = "debug", quiet: bool = Fal
     if finished(run_dir):
         return finished_outcome(run_dir)
     job_quiet = quiet or executor != "debug"  # a subprocess has no terminal for progress bars
-    job = make_executor(executor, run_dir / SUBMITIT_DIR).submit(RunJob(spec, str(run_dir), job_quiet))
+    # one run: every core of this machine (or of the SLURM job), a day before the job requeues itself
+    res = slurm.Resources(cpus_per_task=os.cpu_count() or 1, timeout_min=24 * 60)
+    job = make_executor(executor, run_dir / SUBMITIT_DIR, res).submit(RunJob(spec, str(run_dir), job_quiet))
     if executor != "debug":
         log.info("submitted %s job %s; its log is %s", executor, job.job_id, job.paths.stdout)
     return job.result()

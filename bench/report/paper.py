@@ -1,4 +1,4 @@
-"""Published numbers, read from a paper file such as ``bench/paper_gim2019.yaml`` (data with its citation)."""
+"""Published numbers, read from a paper file such as ``bench/report/paper_gim2019.yaml`` (data with its citation)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ class PaperTable:
     note: str
     rows: tuple[PaperRow, ...]
     ratios: tuple[PaperRatio, ...] = ()
+    modality: str = "vision"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,20 @@ class Paper:
     key: str
     citation: str
     tables: dict[str, PaperTable]
+    tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Modality -> the paper's task, then stand-ins by fidelity."""
+    figures: dict[str, dict] = field(default_factory=dict)
+    """Figure name -> its settings (modality, the method(s) and variant it shows)."""
+
+    def candidates(self, modality: str) -> tuple[str, ...]:
+        if not self.tasks.get(modality):
+            raise PaperError(f"the paper file lists no {modality} tasks (its 'tasks' mapping)")
+        return self.tasks[modality]
+
+    def figure(self, name: str) -> dict:
+        if name not in self.figures:
+            raise PaperError(f"the paper file has no figure {name!r} (its 'figures' mapping)")
+        return self.figures[name]
 
     def table(self, name: str) -> PaperTable:
         if name not in self.tables:
@@ -72,15 +87,20 @@ def parse_table(name: str, entry: dict, where: str) -> PaperTable:
     rows = tuple(parse_row(r, f"{where}: {name}") for r in entry.get("rows", []))
     ratios = tuple(PaperRatio(**r) for r in entry.get("ratios", []))
     return PaperTable(name, str(entry.get("title", name)), str(entry.get("task", "")),
-                      str(entry.get("note", "")), rows, ratios)  # fmt: skip
+                      str(entry.get("note", "")), rows, ratios, str(entry.get("modality", "vision")))  # fmt: skip
 
 
 def load_paper(path: Path = DEFAULT_PAPER) -> Paper:
     """Read a paper file; raises PaperError when it is missing or malformed."""
     if not path.is_file():
         raise PaperError(f"paper file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if "citation" not in data or "tables" not in data:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise PaperError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or "citation" not in data or "tables" not in data:
         raise PaperError(f"{path}: a paper file needs 'citation' and 'tables'")
     tables = {name: parse_table(name, entry, str(path)) for name, entry in data["tables"].items()}
-    return Paper(str(data.get("paper", path.stem)), " ".join(str(data["citation"]).split()), tables)
+    tasks = {str(m): tuple(str(t) for t in ts) for m, ts in (data.get("tasks") or {}).items()}
+    return Paper(str(data.get("paper", path.stem)), " ".join(str(data["citation"]).split()), tables, tasks,
+                 dict(data.get("figures") or {}))  # fmt: skip

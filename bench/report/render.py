@@ -1,4 +1,4 @@
-"""Render a built ``bench.tables.Table`` as CSV (long, one line per cell, with provenance), Markdown and LaTeX.
+"""Render a built ``bench.report.tables.Table`` as CSV (long, one line per cell, with provenance), Markdown and LaTeX.
 
 Everything here is a pure function of the table: no dates, no paths, so regenerating from the same
 results.csv gives byte-identical files.
@@ -11,7 +11,7 @@ import io
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bench.tables import Entry, Table
+    from bench.report.model import Entry, Table
 
 CSV_COLUMNS = (
     "table", "task", "row", "method", "variant", "column", "metric", "unit", "mean", "std", "n",

@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import aggregate as agg
-from bench import reference as refmod
-from bench.aggregate import Cell, CellKey
-from bench.reference import RefCell, Reference, Rules
+from bench.report import aggregate as agg
+from bench.report import reference as refmod
+from bench.report.aggregate import Cell, CellKey
+from bench.report.reference import RefCell, Reference, Rules
 
 OK, BETTER, REGRESSED, MISSING, NEW, SKIPPED, FAILED = (
     "ok",

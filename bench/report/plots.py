@@ -21,14 +21,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bench import aggregate as agg  # noqa: E402
 from bench import record  # noqa: E402
-from bench.tables import AUDIO_TASKS, VISION_TASKS  # noqa: E402
+from bench.report import aggregate as agg  # noqa: E402
+from bench.report.paper import Paper  # noqa: E402
 
 log = logging.getLogger(__name__)
 RC = {"svg.hashsalt": "bench-figures", "svg.fonttype": "path", "figure.dpi": 100}
-ITERATIVE = "schedule=iterative"
-FIG4_ORDER = ("gim", "cpc", "supervised", "greedy_supervised")
 ERROR_FLOOR = 1e-3
 """A perfect probe (error 0) is drawn at this error so that it stays on the log scale."""
 
@@ -53,16 +51,17 @@ def placeholder(out_dir: Path, name: str, title: str, reason: str) -> str:
     return f"figures/{name}.{{png,svg}}  (placeholder: {reason})"
 
 
-def loss_frame(rows: list[dict]) -> pd.DataFrame:
-    """GIM's per-module losses with the epoch counted from the start of each module's training."""
-    keep = [r for r in rows if r["method"] == "gim" and r["status"] == record.STATUS_OK
-            and r["metric"] in ("train_loss", "val_loss") and r["variant"] in ("", ITERATIVE)
+def loss_frame(rows: list[dict], method: str, variant: str) -> pd.DataFrame:
+    """A method's per-module losses, default and ``variant`` runs (the column ``schedule`` tells them apart:
+    ``simultaneous`` for the default), with the epoch counted from the start of each module's training."""
+    keep = [r for r in rows if r["method"] == method and r["status"] == record.STATUS_OK
+            and r["metric"] in ("train_loss", "val_loss") and r["variant"] in ("", variant)
             and r["module"] != "" and r["epoch"] != ""]  # fmt: skip
     if not keep:
         return pd.DataFrame()
     df = pd.DataFrame({
         "task": [r["task"] for r in keep], "run": [r["run_id"] for r in keep],
-        "schedule": ["iterative" if r["variant"] == ITERATIVE else "simultaneous" for r in keep],
+        "schedule": [variant.split("=")[-1] if r["variant"] == variant else "simultaneous" for r in keep],
         "split": [r["metric"].removesuffix("_loss") for r in keep], "module": [int(r["module"]) for r in keep],
         "epoch": [int(r["epoch"]) for r in keep], "loss": [float(r["value"]) for r in keep],
     })  # fmt: skip
@@ -77,21 +76,24 @@ def pick_task(tasks: set[str], preferred: tuple[str, ...]) -> str | None:
     return next((t for t in preferred if t in tasks), min(tasks) if tasks else None)
 
 
-def fig3(rows: list[dict], out_dir: Path) -> str:
-    """Per-module training and validation loss per epoch, simultaneous vs iterative GIM."""
-    title = "Figure 3: GIM loss per module, simultaneous vs iterative"
-    df = loss_frame(rows)
+def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
+    """Per-module training and validation loss per epoch, simultaneous vs iterative GIM (the paper file's
+    figures.fig3 names the method and the variant)."""
+    spec = paper.figure("fig3")
+    method, variant = spec["method"], spec["variant"]
+    title = f"Figure 3: {method} loss per module, simultaneous vs {variant.split('=')[-1]}"
+    df = loss_frame(rows, method, variant)
     if df.empty:
-        return placeholder(out_dir, "fig3", title, "no gim train_loss/val_loss rows in results.csv")
+        return placeholder(out_dir, "fig3", title, f"no {method} train_loss/val_loss rows in results.csv")
     both = {t for t, g in df.groupby("task") if g.schedule.nunique() == 2}
-    task = pick_task(both or set(df.task), VISION_TASKS + AUDIO_TASKS)
+    task = pick_task(both or set(df.task), paper.candidates(spec["modality"]) + sum(paper.tasks.values(), ()))
     df = df[df.task == task].assign(module=lambda d: "module " + (d.module + 1).astype(str))
     if not both:
-        log.warning("fig3: %s has only %s gim runs; run gim with --set method.schedule=iterative as well",
-                    task, df.schedule.iloc[0])  # fmt: skip
+        log.warning("fig3: %s has only %s %s runs; run %s with its %s as well", task, df.schedule.iloc[0],
+                    method, method, variant)  # fmt: skip
     with plt.rc_context(RC):
         grid = sns.relplot(data=df, kind="line", x="epoch", y="loss", hue="schedule", style="split",
-                           col="module", hue_order=["simultaneous", "iterative"], style_order=["train", "val"],
+                           col="module", hue_order=["simultaneous", variant.split("=")[-1]], style_order=["train", "val"],
                            errorbar="sd", markers=True, dashes=True, height=3, aspect=1.1,
                            facet_kws={"sharey": False})  # fmt: skip
         grid.set_titles(col_template="{col_name}")
@@ -143,20 +145,22 @@ def error_frame(rows: list[dict]) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def fig4(rows: list[dict], out_dir: Path) -> str:
-    """Speaker error per module (log scale), one line per method."""
+def fig4(rows: list[dict], out_dir: Path, paper: Paper) -> str:
+    """Speaker error per module (log scale), one line per method (legend order from the paper file)."""
+    spec = paper.figure("fig4")
+    first = tuple(spec.get("methods") or ())
     title = "Figure 4: speaker error per module"
     df = error_frame(rows)
     if df.empty:
         return placeholder(out_dir, "fig4", title, "no speaker_acc rows in results.csv (an audio task)")
-    task = pick_task(set(df.task), AUDIO_TASKS)
+    task = pick_task(set(df.task), paper.candidates(spec["modality"]))
     df = df[df.task == task]
     layered = {m for m, g in df.groupby("method") if g.module.nunique() > 1}
     if layered:
         df = df[df.method.isin(layered)]  # methods probed on one representation only (mfcc) have no curve
     else:
         log.warning("fig4: only one module was probed on %s; set eval.all_modules=true for per-module", task)
-    order = [m for m in FIG4_ORDER if m in set(df.method)] + sorted(set(df.method) - set(FIG4_ORDER))
+    order = [m for m in first if m in set(df.method)] + sorted(set(df.method) - set(first))
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         sns.lineplot(data=df, x="module", y="error", hue="method", hue_order=order, marker="o",
@@ -171,6 +175,6 @@ def fig4(rows: list[dict], out_dir: Path) -> str:
     return f"figures/fig4.{{png,svg}}  task {task}"
 
 
-def write_figures(rows: list[dict], out_dir: Path) -> list[str]:
+def write_figures(rows: list[dict], out_dir: Path, paper: Paper) -> list[str]:
     """Regenerate every figure under ``out_dir``; one terminal line per figure."""
-    return [fig3(rows, out_dir), fig4(rows, out_dir)]
+    return [fig3(rows, out_dir, paper), fig4(rows, out_dir, paper)]

@@ -1,4 +1,4 @@
-"""One run in a fresh process: ``python -m bench.isolate JOB OUTCOME`` (pickles), for local job chains.
+"""One run in a fresh process: ``python -m bench.sweep.isolate JOB OUTCOME`` (pickles), for local job chains.
 
 A local job runs several runs one after another. In one process, the first run's peak memory would include
 torch's one-time allocations (kernels, caches) and every later run would start from a heap the earlier ones
@@ -40,7 +40,7 @@ class IsolatedRun:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [code_root, os.environ.get("PYTHONPATH")])))
         # The chain, not the child, hands submitit's time-limit signal on to submitit (runner.RunJob).
         env.pop("SUBMITIT_EXECUTOR", None)
-        cmd = [sys.executable, "-m", "bench.isolate", str(self.job_file), str(self.outcome_file)]
+        cmd = [sys.executable, "-m", "bench.sweep.isolate", str(self.job_file), str(self.outcome_file)]
         self.process = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def signal(self, signum: int) -> None:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import submitit
 
-from bench import experiment, launch, plan, record, slurm, snapshot, sweep_state
-from bench.runner import RunJob
-from bench.sweep_state import ACTIVE, DONE, SUPERSEDED, PlannedRun, RunState, Submission
+from bench import record
+from bench.sweep import experiment, launch, plan, runner, slurm, snapshot
+from bench.sweep import state as sweep_state
+from bench.sweep.runner import RunJob
+from bench.sweep.state import ACTIVE, DONE, SUPERSEDED, PlannedRun, RunState, Submission
 
 log = logging.getLogger("bench.run")  # the console shows this logger's messages
 EXIT_USAGE = 2
@@ -29,7 +31,7 @@ EXIT_USAGE = 2
 def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="submit an experiment file's runs as one job array")
     p.add_argument("experiment", type=Path, help="an experiment YAML, e.g. results/smoke/experiment.yaml")
-    p.add_argument("--executor", choices=launch.EXECUTORS, default="local",
+    p.add_argument("--executor", choices=runner.EXECUTORS, default="local",
                    help="slurm: a job array; local: job processes here; debug: in this process")  # fmt: skip
     p.add_argument("--out", type=Path, help="runs go to OUT/<run_id>/ (default: runs/ next to the file)")
     p.add_argument(

@@ -1,13 +1,8 @@
 """From raw result rows to cells: mean, std and number of seeds per (task, method, variant, metric, module).
 
-``results.csv`` (from ``bench collect``) identifies a run's configuration only by its hash. The few
-configuration choices that the paper's tables and figures tell apart (GIM's first module trained alone for
-Table 2, the iterative schedule for Figure 3) are read from the run's resolved config, ``DIR/<run_id>/
-config.yaml`` (or ``DIR/runs/<run_id>/config.yaml``), and named as a *variant*: ``""`` for a method's
-default, else ``key=value`` pairs of the method settings in ``VARIANT_KEYS`` that differ from their
-default, e.g. ``schedule=iterative``, ``train_modules=0`` or ``backward=summed`` (which changes memory).
-A ``variant`` column in results.csv, when present and non-empty, takes precedence. A run without either
-counts as its method's default variant (logged).
+Reporting reads only the results schema (bench/record.py): each row names its run's *variant*, the method
+settings that the run changed among those its method declares (``Method.variant_keys``), e.g.
+``schedule=iterative`` or ``train_modules=0``; ``""`` is the method's default configuration.
 """
 
 from __future__ import annotations
@@ -19,18 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from bench import record
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.csv"
-VARIANT_KEYS: dict[str, tuple] = {
-    "schedule": ("simultaneous", None, ""),
-    "train_modules": (None, (), "all", ""),
-    "backward": ("per_module", None, ""),
-}
-"""Method settings that make a variant -> the values that mean the method's default (no variant)."""
 
 
 class ResultsError(ValueError):
@@ -38,7 +25,7 @@ class ResultsError(ValueError):
 
 
 def load_results(results_dir: Path) -> list[dict]:
-    """The rows of ``results_dir/results.csv``, each with its run's ``variant``."""
+    """The checked rows of ``results_dir/results.csv`` (a row without a variant is its method's default)."""
     path = results_dir / RESULTS_FILE
     if not path.is_file():
         raise ResultsError(f"{path} does not exist; run `bench collect {results_dir}` first")
@@ -46,52 +33,19 @@ def load_results(results_dir: Path) -> list[dict]:
         rows = record.read_rows(path, fix=f"run `bench collect {results_dir}` again to rebuild it")
     except record.RowsError as err:
         raise ResultsError(str(err)) from None
-    variants = run_variants(results_dir, rows)
-    return [{**row, "variant": row.get("variant") or variants.get(row["run_id"], "")} for row in rows]
+    return [{**row, "variant": row.get("variant") or ""} for row in rows]
 
 
-def run_variants(results_dir: Path, rows: list[dict]) -> dict[str, str]:
-    """run_id -> variant read from each run's config.yaml; logs how many runs had none."""
-    out: dict[str, str] = {}
-    without = []
-    for run_id in sorted({r["run_id"] for r in rows if not r.get("variant")}):
-        config = find_config(results_dir, run_id)
-        if config is None:
-            without.append(run_id)
-            continue
-        out[run_id] = variant_from_config(yaml.safe_load(config.read_text()) or {})
-    if without:
-        log.warning("%d run(s) have no config.yaml under %s (e.g. %s); they count as their method's default "
-                    "variant", len(without), results_dir, without[0])  # fmt: skip
-    return out
-
-
-def find_config(results_dir: Path, run_id: str) -> Path | None:
-    for path in (
-        results_dir / run_id / record.CONFIG_FILE,
-        results_dir / "runs" / run_id / record.CONFIG_FILE,
-    ):
-        if path.is_file():
-            return path
-    return None
-
-
-def variant_from_config(config: dict) -> str:
-    """``{"method": {"schedule": "iterative"}}`` -> ``"schedule=iterative"``; defaults give ``""``."""
-    method = config.get("method") or {}
-    parts = []
-    for key, defaults in VARIANT_KEYS.items():
-        value = method.get(key)
-        value = tuple(value) if isinstance(value, list) else value
-        if key in method and value not in defaults:
-            parts.append(f"{key}={format_setting(value)}")
-    return ",".join(parts)
-
-
-def format_setting(value: object) -> str:
-    if isinstance(value, (tuple, list)):
-        return "+".join(str(v) for v in value)
-    return str(value)
+def choose_task(rows: list[dict], candidates: tuple[str, ...], forced: str | None = None) -> str:
+    """The forced task, else the first candidate with finished runs, else the first with any runs (so that
+    failed or diverged runs are named under its table), else the first candidate."""
+    if forced:
+        return forced
+    for present in ({r["task"] for r in ok_scalar_rows(rows)}, {r["task"] for r in rows}):
+        found = next((t for t in candidates if t in present), None)
+        if found:
+            return found
+    return candidates[0]
 
 
 def device_class(device: str) -> str:
