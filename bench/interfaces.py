@@ -42,8 +42,8 @@ class TrainConfig:
     amp: Literal["off", "bf16", "auto"] = "off"
     """Autocast precision for the training forward passes: off (float32), bf16, or auto: bf16 where the device
     computes it natively (CUDA with bf16 support; a CPU with AVX512-BF16 or AMX), else float32. A CPU without
-    them emulates bf16: GIM's small-preset step on CIFAR-10 took about 10x longer than in float32 on a 2-core
-    AVX2 machine. Each run records the precision it used (``precision`` column)."""
+    them emulates bf16: GIM's step at cifar10's small preset took 3.53 s in bf16 against 0.37 s in float32 on
+    a 2-core AVX2 machine. Each run records the precision it used (``precision`` column)."""
     channels_last: bool = False
     """Use the channels-last memory format for image encoders."""
     reuse_heap: bool = True
