@@ -106,9 +106,13 @@ def load_all(out: Path) -> list[Submission]:
     """Every submission to ``out``, oldest first."""
     subs = []
     for path in sorted(submissions_dir(out).glob("*.json")):
-        raw = json.loads(path.read_text())
-        raw["runs"] = [PlannedRun(**r) for r in raw["runs"]]
-        subs.append(Submission(**raw))
+        try:
+            raw = json.loads(path.read_text())
+            raw["runs"] = [PlannedRun(**r) for r in raw["runs"]]
+            subs.append(Submission(**raw))
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            raise record.RowsError(f"{path}: a damaged submission record ({type(err).__name__}: {err}); move it "
+                                   "away and run `bench sweep` again (runs with rows are kept)") from None  # fmt: skip
     return subs
 
 
@@ -137,7 +141,15 @@ def save_plan(out: Path, experiment: str, runs: list[PlannedRun]) -> None:
 
 def load_plan(out: Path) -> dict[str, str]:
     path = out / STATE_DIR / PLAN_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        plan = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise record.RowsError(f"{path}: damaged ({err}); delete it and run `bench sweep` again") from None
+    if not isinstance(plan, dict):
+        raise record.RowsError(f"{path}: damaged (not a mapping); delete it and run `bench sweep` again")
+    return plan
 
 
 def superseded_runs(out: Path) -> dict[str, str]:
