@@ -9,6 +9,7 @@ interrupted) and the error.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,7 +25,7 @@ from bench import plugins, progress, record
 from bench.config import ConfigError
 from bench.data import DataError
 from bench.interfaces import Method, Metric, ModularEncoder, Task
-from bench.measure import HeapReuse, device_label, precision, resolve_device
+from bench.measure import PeakMemory, RunPeak, device_label, precision, resolve_device, synchronize
 from bench.spec import Resolved, RunSpec, resolve, variant_of
 from bench.trainer import Diverged, Interrupted, StopFlag, Trainer
 
@@ -65,6 +66,8 @@ def execute(spec: RunSpec, run_dir: Path, quiet: bool = False) -> RunOutcome:
 def execute_locked(resolved: Resolved, run_dir: Path) -> RunOutcome:
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     base = provenance(resolved, started)
+    run_peak = RunPeak(resolve_device_quietly(resolved.train.device))
+    run_peak.start()
     try:
         run = prepare(resolved, base)
     except (ConfigError, DataError) as err:
@@ -76,6 +79,7 @@ def execute_locked(resolved: Resolved, run_dir: Path) -> RunOutcome:
     earlier = 0.0
     try:
         metrics, restarts, earlier = train_and_evaluate(run, run_dir, stop)
+        metrics.append(Metric("run_peak_mem_bytes", float(run_peak.peak_bytes())))
         status, error = record.STATUS_OK, ""
     except (Interrupted, KeyboardInterrupt) as err:
         metrics, restarts = [], None
@@ -155,14 +159,32 @@ def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
     n_modules = len(encoder.blocks)
     modules = list(range(n_modules)) if resolved.eval.all_modules else [n_modules - 1]
     encoder.eval()
-    with HeapReuse(train_cfg.reuse_heap and device.type == "cpu"):
-        accuracies = task.evaluate(method.features, resolved.eval, modules, device, spec.seed)
+    eval_cfg = resolved.eval
+    if not eval_cfg.feature_batch:  # extraction at the training batch: it then holds less than a training step
+        eval_cfg = dataclasses.replace(eval_cfg, feature_batch=train_cfg.batch_size)
+    memory = PeakMemory(device)
+    memory.start()  # also has glibc release freed memory at once: evaluation keeps no freed heap
+    t0 = time.perf_counter()
+    accuracies = task.evaluate(method.features, eval_cfg, modules, device, spec.seed)
+    synchronize(device)
+    evaluation = [
+        Metric("eval_s", time.perf_counter() - t0),
+        Metric("eval_peak_mem_bytes", float(memory.peak_bytes())),
+    ]
     last = n_modules - 1
     # The main representation's accuracy has an empty module column; other modules carry their index.
     for metric in accuracies:
         if metric.module == last:
             metric.module = None
-    return result.metrics + accuracies + method.extra_metrics(), result.restarts, result.earlier_wall_s
+    return result.metrics + accuracies + evaluation + method.extra_metrics(), result.restarts, result.earlier_wall_s
+
+
+def resolve_device_quietly(name: str) -> torch.device:
+    """The run's device for its memory tracker, before ``prepare`` checks it (cpu when it is not there)."""
+    try:
+        return resolve_device(name)
+    except ConfigError:
+        return torch.device("cpu")
 
 
 class RunBusy(RuntimeError):

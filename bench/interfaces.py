@@ -64,6 +64,11 @@ class EvalConfig:
     epochs: int = bounded(30, 1)
     """Probe training epochs over the cached features."""
     batch_size: int = bounded(256, 1)
+    """Probe training batch (on the extracted features)."""
+    feature_batch: int = bounded(0, 0)
+    """Images per feature-extraction batch on image tasks; 0 = the training batch size, so that extraction
+    (a forward pass without gradients) holds less memory than a training step. Audio tasks use
+    ``task.feature_batch``."""
     lrs: tuple[float, ...] = bounded((1e-3,), 0.0)
     """Probe learning rates (Adam); with more than one, the best on the validation split is used."""
     val_fraction: float = bounded(0.2, 0.0, 0.9)

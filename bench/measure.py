@@ -146,12 +146,55 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+_folded_hwm_kib = 0
+"""The largest VmHWM seen before a reset of it: the process's peak stays known across ``_reset_peak_rss``."""
+
+
 def _reset_peak_rss() -> bool:
+    global _folded_hwm_kib
+    _folded_hwm_kib = max(_folded_hwm_kib, _status_kib("VmHWM") or 0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False
+
+
+_folded_cuda: dict[str, int] = {}
+
+
+def _reset_cuda_peak(device: torch.device) -> None:
+    synchronize(device)
+    key = str(device)
+    _folded_cuda[key] = max(_folded_cuda.get(key, 0), torch.cuda.max_memory_allocated(device))
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+class RunPeak:
+    """The process's peak memory over a whole run, whatever the trainer resets in between: on CPU the peak
+    resident set (absolute, what ``/usr/bin/time -v`` reports as maximum resident set size, counted from
+    ``start``); on CUDA the peak allocated memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def start(self) -> None:
+        global _folded_hwm_kib
+        if self.device.type == "cuda":
+            _reset_cuda_peak(self.device)
+            _folded_cuda[str(self.device)] = torch.cuda.memory_allocated(self.device)
+            return
+        _reset_peak_rss()
+        _folded_hwm_kib = _status_kib("VmRSS") or 0
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            return int(max(_folded_cuda.get(str(self.device), 0), torch.cuda.max_memory_allocated(self.device)))
+        hwm = _status_kib("VmHWM")
+        if hwm is None:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return max(_folded_hwm_kib, hwm) * 1024
 
 
 class PeakMemory:
@@ -176,8 +219,7 @@ class PeakMemory:
     def start(self) -> None:
         self.peak, self.tracking = 0, True
         if self.device.type == "cuda":
-            synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+            _reset_cuda_peak(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
             return
         release_promptly()

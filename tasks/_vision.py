@@ -126,8 +126,9 @@ class ImageTask(Task):
 
     def evaluate(self, features: FeatureFn, cfg: EvalConfig, modules, device, seed) -> list[Metric]:
         train, test = self.probe_splits
-        train_f, train_y = self.extract(features, train, modules, device, cfg.batch_size)
-        test_f, test_y = self.extract(features, test, modules, device, cfg.batch_size)
+        batch = cfg.feature_batch or cfg.batch_size
+        train_f, train_y = self.extract(features, train, modules, device, batch)
+        test_f, test_y = self.extract(features, test, modules, device, batch)
         metrics = []
         for m in modules:
             result = linear_probe(train_f[m], train_y, test_f[m], test_y, self.num_classes, cfg, seed, f"probe m{m}")
