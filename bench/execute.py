@@ -24,7 +24,7 @@ import torch
 from bench import plugins, progress, record
 from bench.config import ConfigError
 from bench.data import DataError
-from bench.interfaces import Method, Metric, ModularEncoder, Task
+from bench.interfaces import EvalConfig, FeatureFn, Method, Metric, ModularEncoder, Task, TrainConfig
 from bench.measure import PeakMemory, RunPeak, device_label, precision, resolve_device, synchronize
 from bench.spec import Resolved, RunSpec, resolve, variant_of
 from bench.trainer import Diverged, Interrupted, StopFlag, Trainer
@@ -165,7 +165,7 @@ def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
     memory = PeakMemory(device)
     memory.start()  # also has glibc release freed memory at once: evaluation keeps no freed heap
     t0 = time.perf_counter()
-    accuracies = task.evaluate(method.features, eval_cfg, modules, device, spec.seed)
+    accuracies = task.evaluate(features_in(method, eval_cfg, train_cfg, device), eval_cfg, modules, device, spec.seed)
     synchronize(device)
     evaluation = [
         Metric("eval_s", time.perf_counter() - t0),
@@ -177,6 +177,19 @@ def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
         if metric.module == last:
             metric.module = None
     return result.metrics + accuracies + evaluation + method.extra_metrics(), result.restarts, result.earlier_wall_s
+
+
+def features_in(method: Method, eval_cfg: EvalConfig, train_cfg: TrainConfig, device: torch.device) -> FeatureFn:
+    """The method's features, under the training autocast when ``eval.amp=train`` (outputs in float32)."""
+    bf16 = eval_cfg.amp == "train" and precision(train_cfg.amp, device) == "bf16"
+    if not bf16:
+        return method.features
+
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return [rep.float() for rep in method.features(x)]
+
+    return features
 
 
 def resolve_device_quietly(name: str) -> torch.device:

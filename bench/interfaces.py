@@ -69,6 +69,10 @@ class EvalConfig:
     """Images per feature-extraction batch on image tasks; 0 = the training batch size, so that extraction
     (a forward pass without gradients) holds less memory than a training step. Audio tasks use
     ``task.feature_batch``."""
+    amp: Literal["off", "train"] = "off"
+    """Precision of feature extraction: off (float32, the default: features as every committed result was
+    probed), or train (the training autocast, bf16 where ``train.amp`` gives bf16; faster there, and the
+    features differ in bf16's last bits)."""
     lrs: tuple[float, ...] = bounded((1e-3,), 0.0)
     """Probe learning rates (Adam); with more than one, the best on the validation split is used."""
     val_fraction: float = bounded(0.2, 0.0, 0.9)
