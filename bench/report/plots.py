@@ -81,7 +81,7 @@ def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
     figures.fig3 names the method and the variant)."""
     spec = paper.figure("fig3")
     method, variant = spec["method"], spec["variant"]
-    title = f"Figure 3: {method} loss per module, simultaneous vs {variant.split('=')[-1]}"
+    title = f"Figure 3: {spec.get('label', method)} loss per module, simultaneous vs {variant.split('=')[-1]}"
     df = loss_frame(rows, method, variant)
     if df.empty:
         return placeholder(out_dir, "fig3", title, f"no {method} train_loss/val_loss rows in results.csv")
