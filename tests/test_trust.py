@@ -393,7 +393,7 @@ def test_ctrl_c_at_the_terminal_stops_the_sweep_not_its_local_jobs(tmp_path):
         experiment: ctrlc
         preset: smoke
         seeds: [0]
-        overrides: {train: {threads: 1, steps_per_epoch: 40}}
+        overrides: {train: {threads: 1, steps_per_epoch: 300, checkpoint_every: 5}}
         methods: [gim]
         tasks: {synthetic_textures: {}}
         """))  # fmt: skip
@@ -404,10 +404,11 @@ def test_ctrl_c_at_the_terminal_stops_the_sweep_not_its_local_jobs(tmp_path):
     deadline = time.time() + 120
     while not list(out.glob("*/checkpoints/last.pt")) and time.time() < deadline:
         time.sleep(0.1)
+    assert not list(out.glob("*/rows.csv")), "the run ended before the Ctrl-C: lengthen it"
     os.killpg(sweep.pid, signal.SIGINT)  # what a Ctrl-C at the terminal sends to the foreground group
     _, err = sweep.communicate(timeout=60)
     assert "submitted jobs go on" in err
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     while time.time() < deadline and not list(out.glob("*/rows.csv")):
         time.sleep(0.5)
     states = sweep_state.run_states(out)
