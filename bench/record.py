@@ -236,17 +236,18 @@ def collect(out_dir: Path, leave_out: Iterable[str] = (), expected: Iterable[str
     ``allow_missing``, when they are left out with a warning.
     """
     rows: list[dict] = []
-    skip, problems, collected = set(leave_out), [], set()
+    skip, problems, collected, damaged = set(leave_out), [], set(), set()
     for run_dir in sorted(p for p in out_dir.iterdir() if is_run_dir(p) and p.name not in skip):
         state = inspect(run_dir)
         if state.status == STATUS_DAMAGED:
             problems.append(f"damaged: {state.problem}")
+            damaged.add(run_dir.name)
         elif state.status is not None:
             rows.extend(state.rows)
             collected.add(run_dir.name)
     problems += [f"missing: run {r} has no rows in {out_dir / r} (not run yet, or still running)"
-                 for r in sorted(set(expected) - collected - skip)]  # fmt: skip
-    problems += dropped_runs(out_dir / "results.csv", collected | skip)
+                 for r in sorted(set(expected) - collected - skip - damaged)]  # fmt: skip
+    problems += dropped_runs(out_dir / "results.csv", collected | skip | damaged)
     if problems and not allow_missing:
         raise CollectError(f"{len(problems)} run(s) would be left out of {out_dir / 'results.csv'}, which is "
                            "unchanged:\n  " + "\n  ".join(problems) + "\nre-run or repair them (`bench sweep` again "
