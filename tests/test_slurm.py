@@ -40,7 +40,8 @@ tasks:
     methods: {gim: {}, random_init: {}}
 slurm: {cpus_per_task: 1, mem_gb: 2, timeout_min: 10}
 """
-TIMING = {"wall_s", "samples_per_s", "s_per_step", "peak_mem_bytes"}  # measured, not computed
+TIMING = {"wall_s", "samples_per_s", "s_per_step", "peak_mem_bytes", "eval_s", "eval_peak_mem_bytes",
+          "run_peak_mem_bytes"}  # measured, not computed
 
 
 def bench(*args: str | Path) -> subprocess.CompletedProcess:

@@ -398,9 +398,12 @@ def test_ctrl_c_at_the_terminal_stops_the_sweep_not_its_local_jobs(tmp_path):
         tasks: {synthetic_textures: {}}
         """))  # fmt: skip
     out = tmp_path / "out"
+    # its own process group, as a foreground job at a terminal is, with Ctrl-C's default action (a test run
+    # in the background inherits SIGINT ignored, and Python would keep ignoring it)
     sweep = subprocess.Popen([sys.executable, "-m", "bench", "sweep", str(exp), "--executor", "local", "--out",
                               str(out), "--poll", "0.5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)  # fmt: skip
+                             text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while not list(out.glob("*/checkpoints/last.pt")) and time.time() < deadline:
         time.sleep(0.1)
