@@ -144,8 +144,7 @@ def prepare(resolved: Resolved, base: dict) -> Prepared:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(str(err)) from err
-    if not resolved.method_cls.trains or train_cfg.epochs:
-        task.check_evaluation(resolved.eval)
+    task.check_evaluation(resolved.eval)
     return Prepared(resolved, device, task, encoder, method)
 
 

@@ -38,6 +38,12 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively (CUDA with bf16; a CPU whose flags list avx512_bf16 or amx_bf16)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    """Read /proc/cpuinfo once per process (the trainer, the run's provenance and evaluation all ask)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
