@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def extra_commands() -> list[Callable]:
     """Further command groups (sweeps, tables, checks) register their own sub-parsers."""
     registers = []
-    for module in ("bench.sweep.commands", "bench.report.tables", "bench.report.check"):
+    for module in ("bench.sweep.commands", "bench.report.tables", "bench.report.check", "bench.report.html",
+                   "bench.export"):
         try:
             registers.append(__import__(module, fromlist=["register_cli"]).register_cli)
         except ModuleNotFoundError as err:
