@@ -267,7 +267,8 @@ def make_rows(base: dict, metrics: list[Metric], status: str, error: str, wall: 
     if status != record.STATUS_OK:
         return [{**common, "metric": "status", "value": ""}]
     rows = [
-        {**common, "metric": m.metric, "value": repr(float(m.value)), "module": m.module, "epoch": m.epoch}
+        {**common, "metric": m.metric, "value": repr(float(m.value)), "module": m.module, "epoch": m.epoch,
+         "step": m.step}
         for m in metrics
     ]
     rows.append({**common, "metric": "wall_s", "value": repr(round(wall, 3))})

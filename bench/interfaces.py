@@ -34,7 +34,17 @@ class TrainConfig:
     checkpoint_every: int = bounded(50, 1)
     """Save a resumable checkpoint every this many steps (and at the end of each epoch)."""
     val_batches: int = bounded(0, 0)
-    """Batches of the task's validation split for a per-epoch validation loss (0 = none)."""
+    """Batches of the task's validation split for the validation loss (0 = none): at the end of every epoch,
+    and at the start of each phase and every ``val_every`` steps (the validation curve)."""
+    log_every: int = bounded(0, 0)
+    """Record each trained module's mean training loss over every this many steps of a phase: the points of
+    its training curve (rows with ``step`` set, and TensorBoard scalars). 0 = a twentieth of the phase's
+    steps (every step in a phase of fewer than 40), so that every curve has at least 20 points."""
+    val_every: int = bounded(0, 0)
+    """Steps between points of the validation curve (with ``val_batches``); 0 = as ``log_every``."""
+    tensorboard: bool = True
+    """Write the curves (losses, throughput, learning rate) as TensorBoard event files in RUN/tensorboard/
+    while training (no dependency; viewing them needs the optional extra ``bench[tensorboard]``)."""
     device: str = "auto"
     """auto (cuda when available, else cpu), cpu, cuda, cuda:1, ..."""
     threads: int = bounded(0, 0)
@@ -116,6 +126,8 @@ class Metric:
     value: float
     module: int | None = None
     epoch: int | None = None
+    step: int | None = None
+    """Set on the points of a loss curve: the run's global step count when it was measured."""
 
 
 class ModularEncoder(nn.Module):
@@ -290,6 +302,13 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def learning_rates(self) -> dict[str, float]:
+        """The current learning rate of each optimiser (for the live curves): read from the attribute
+        ``optimizer`` or the list ``optimizers``; override when a method keeps them elsewhere."""
+        optimizers = getattr(self, "optimizers", None) or [getattr(self, "optimizer", None)]
+        named = {"lr" if len(optimizers) == 1 else f"lr/{i}": o for i, o in enumerate(optimizers)}
+        return {name: float(o.param_groups[0]["lr"]) for name, o in named.items() if o is not None}
 
     def extra_metrics(self) -> list[Metric]:
         """Method-specific metrics recorded with the run (e.g. the prediction offset in use)."""

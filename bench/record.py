@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "run_id", "experiment", "method", "variant", "task", "seed", "preset", "metric", "module", "epoch", "value",
     "status", "error", "method_version", "task_version", "git_sha", "git_dirty", "device", "torch_version",
-    "config_hash", "started_at", "wall_s", "restarts", "world_size", "batch_size", "host", "plugins", "precision",
+    "config_hash", "started_at", "wall_s", "restarts", "world_size", "batch_size", "host", "plugins", "precision", "step",
 )  # fmt: skip
 STATUS_OK, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_DIVERGED = "ok", "failed", "interrupted", "diverged"
 STATUS_DAMAGED = "damaged"
@@ -254,10 +254,10 @@ def collect(out_dir: Path, leave_out: Iterable[str] = (), expected: Iterable[str
                            "re-runs only these), or pass --allow-missing to collect the rest")  # fmt: skip
     for problem in problems:
         log.warning("left out of results.csv: %s", problem)
-    order = ("experiment", "task", "method", "seed", "run_id", "metric", "module", "epoch")
+    order = ("experiment", "task", "method", "seed", "run_id", "metric", "module", "epoch", "step")
 
     def key(row: dict) -> tuple:
-        return tuple((row.get(k) or "").zfill(12) if k in ("seed", "module", "epoch") else row.get(k) or ""
+        return tuple((row.get(k) or "").zfill(12) if k in ("seed", "module", "epoch", "step") else row.get(k) or ""
                      for k in order)  # fmt: skip
 
     rows.sort(key=key)

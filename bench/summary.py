@@ -37,7 +37,7 @@ def format_summary(outcome: RunOutcome) -> str:
         for r in shown:
             module = r["module"] if r["module"] not in ("", None) else "-"
             lines.append(f"{r['metric']:<{width}}{module:<8}{format_value(r['metric'], r['value'])}")
-    losses = [r for r in rows if r["metric"] == "train_loss"]
+    losses = [r for r in rows if r["metric"] == "train_loss" and not r.get("step")]
     if losses:
         last_epoch = max(int(r["epoch"]) for r in losses)
         final = ", ".join(f"module {r['module']}: {float(r['value']):.3f}" for r in losses if int(r["epoch"]) == last_epoch)

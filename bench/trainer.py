@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import torch
 from tqdm import tqdm
 
 from bench import progress
+from bench.events import FOLDER as EVENTS_FOLDER
+from bench.events import EventWriter, NoEvents
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
 from bench.measure import HeapReuse, PeakMemory, Throughput, precision
 
@@ -91,6 +94,9 @@ class TrainState:
     moved: dict[int, bool] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
     """Steps of the current phase that reported each module's loss."""
+    window_sums: dict[int, float] = field(default_factory=dict)
+    window_counts: dict[int, int] = field(default_factory=dict)
+    """Each module's losses since the last point of its training curve (``train.log_every``)."""
 
 
 @dataclass
@@ -131,6 +137,8 @@ def save_checkpoint(path: Path, encoder: ModularEncoder, method: Method, state: 
         "first_loss": state.first_loss,
         "moved": state.moved,
         "seen": state.seen,
+        "window_sums": state.window_sums,
+        "window_counts": state.window_counts,
     }
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as fh:
@@ -170,6 +178,8 @@ def load_checkpoint(path: Path, encoder: ModularEncoder, method: Method) -> Trai
                 first_loss=payload.get("first_loss", {}),
                 moved=payload.get("moved", {}),
                 seen=payload.get("seen", {}),
+                window_sums=payload.get("window_sums", {}),
+                window_counts=payload.get("window_counts", {}),
             )
         except Exception as err:  # a cut or corrupt file: torch raises several kinds of error
             later = f"; resuming from {candidates[i + 1]}" if i + 1 < len(candidates) else "; starting over"
@@ -217,6 +227,26 @@ class StepMeter:
 
 
 @dataclass
+class Curve:
+    """The cadence of the loss curves' points within a phase, and the current window's step time."""
+
+    log_every: int
+    val_every: int
+    phase_steps: int = 0
+    window_s: float = 0.0
+    window_samples: int = 0
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, phase_steps: int) -> Curve:
+        log_every = cfg.log_every or max(1, phase_steps // 20)
+        return cls(log_every, cfg.val_every or log_every, phase_steps)
+
+    def due(self, phase_step: int, every: int) -> bool:
+        """A point after the ``phase_step``-th step of a phase: every ``every`` steps, and at its last step."""
+        return phase_step % every == 0 or phase_step == self.phase_steps
+
+
+@dataclass
 class Trainer:
     task: Task
     method: Method
@@ -230,6 +260,10 @@ class Trainer:
     def __post_init__(self) -> None:
         self.t0 = time.perf_counter()
         self.bf16 = precision(self.cfg.amp, self.device) == "bf16"
+        self.events: EventWriter | NoEvents = NoEvents()
+        self.curve = Curve(1, 1)
+        self.last_val: tuple[tuple[int, int], dict[int, float]] | None = None
+        """((phase, global step), losses) of the latest validation: an epoch's end reuses the curve's point."""
 
     def save(self, path: Path, state: TrainState) -> None:
         save_checkpoint(path, self.encoder, self.method, state, time.perf_counter() - self.t0)
@@ -252,9 +286,13 @@ class Trainer:
         heap = HeapReuse(self.cfg.reuse_heap and memory.pausable)
         meter = StepMeter(memory, heap, speed, self.cfg.warmup_steps)
         bar = progress.bar(total=total, initial=pos.global_step, desc="train", unit="step")
-        with bar, heap:
+        self.curve = Curve.of(self.cfg, self.cfg.epochs * steps)
+        self.open_events(state)
+        with bar, heap, closing(self.events):
             while pos.phase < self.method.num_phases():
                 meter.new_phase()
+                if pos.epoch == 0 and pos.step == 0:
+                    self.validation_point(state)
                 while pos.epoch < self.cfg.epochs:
                     self.run_epoch(state, split, n, steps, meter, bar, path)
                     pos.epoch, pos.step = pos.epoch + 1, 0
@@ -268,6 +306,12 @@ class Trainer:
         state.metrics = metrics
         self.save(path, state)
         return TrainResult(metrics, state.restarts, pos.global_step, state.wall_s)
+
+    def open_events(self, state: TrainState) -> None:
+        """The run's TensorBoard event file for this segment (``train.tensorboard``)."""
+        if self.cfg.tensorboard:
+            resumed = state.position.global_step + 1 if state.restarts else None
+            self.events = EventWriter(self.run_dir / EVENTS_FOLDER, resumed_at=resumed)
 
     def steps_per_epoch(self, n: int) -> int:
         if self.cfg.steps_per_epoch:
@@ -290,14 +334,19 @@ class Trainer:
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
             batch.index = idx
             meter.step_begin()
+            began = time.perf_counter()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 losses = self.method.train_step(batch, pos.phase)
             meter.step_end(len(batch))
             check_health(state, losses, pos.global_step, lambda: self.save(path, state))
+            self.curve.window_s += time.perf_counter() - began
+            self.curve.window_samples += len(batch)
             for m, value in losses.items():
-                state.loss_sums[m] = state.loss_sums.get(m, 0.0) + float(value)
-                state.loss_counts[m] = state.loss_counts.get(m, 0) + 1
+                for sums, counts in ((state.loss_sums, state.loss_counts), (state.window_sums, state.window_counts)):
+                    sums[m] = sums.get(m, 0.0) + float(value)
+                    counts[m] = counts.get(m, 0) + 1
             pos.step, pos.global_step = pos.step + 1, pos.global_step + 1
+            self.curve_points(state, pos.epoch * steps + pos.step)
             bar.update(1)
             if pos.global_step % 10 == 1 or pos.step == steps:
                 bar.set_postfix({f"loss{m}": f"{float(v):.3f}" for m, v in losses.items()}, refresh=False)
@@ -308,23 +357,59 @@ class Trainer:
                 self.save(path, state)
         self.close_epoch(state)
 
+    def curve_points(self, state: TrainState, phase_step: int) -> None:
+        """After a phase's ``phase_step``-th step: the points of the loss curves that fall due (rows with
+        ``step`` set, and TensorBoard scalars with the throughput and learning rates of the window)."""
+        pos, curve = state.position, self.curve
+        if curve.due(phase_step, curve.log_every):
+            epoch = pos.phase * self.cfg.epochs + pos.epoch
+            means = {m: state.window_sums[m] / state.window_counts[m] for m in sorted(state.window_sums)}
+            for m, mean in means.items():
+                state.metrics.append(Metric("train_loss", mean, module=m, epoch=epoch, step=pos.global_step))
+            scalars = {f"train_loss/module_{m}": mean for m, mean in means.items()}
+            if curve.window_s > 0:
+                scalars["samples_per_s"] = curve.window_samples / curve.window_s
+            self.events.scalars(pos.global_step, scalars | self.method.learning_rates())
+            state.window_sums, state.window_counts = {}, {}
+            curve.window_s, curve.window_samples = 0.0, 0
+        if curve.due(phase_step, curve.val_every):
+            self.validation_point(state)
+
+    def validation_point(self, state: TrainState) -> None:
+        """A point of each module's validation curve at the current step (also at a phase's start)."""
+        pos = state.position
+        epoch = pos.phase * self.cfg.epochs + min(pos.epoch, self.cfg.epochs - 1)
+        losses = self.validation_losses(pos.phase, pos.global_step)
+        for m, value in losses.items():
+            state.metrics.append(Metric("val_loss", value, module=m, epoch=epoch, step=pos.global_step))
+        if losses:
+            self.events.scalars(pos.global_step, {f"val_loss/module_{m}": v for m, v in losses.items()})
+
     def close_epoch(self, state: TrainState) -> None:
         """Record the epoch's mean training loss per module, and the validation loss if asked for."""
         pos = state.position
         epoch = pos.phase * self.cfg.epochs + pos.epoch
+        scalars = {}
         for m in sorted(state.loss_sums):
             mean = state.loss_sums[m] / max(1, state.loss_counts[m])
             state.metrics.append(Metric("train_loss", mean, module=m, epoch=epoch))
+            scalars[f"epoch/train_loss/module_{m}"] = mean
             log.info("phase %d epoch %d module %d train_loss %.4f", pos.phase, pos.epoch, m, mean)
         state.loss_sums, state.loss_counts = {}, {}
-        for m, value in self.validation_losses(pos.phase).items():
+        for m, value in self.validation_losses(pos.phase, pos.global_step).items():
             state.metrics.append(Metric("val_loss", value, module=m, epoch=epoch))
+            scalars[f"epoch/val_loss/module_{m}"] = value
             log.info("phase %d epoch %d module %d val_loss %.4f", pos.phase, pos.epoch, m, value)
+        self.events.scalars(pos.global_step, scalars)
 
-    def validation_losses(self, phase: int) -> dict[int, float]:
+    def validation_losses(self, phase: int, step: int) -> dict[int, float]:
+        """Each module's mean loss over ``train.val_batches`` validation batches after ``step`` steps (the
+        same batches, negatives and crops every time)."""
         split = self.task.validation_split()
         if not self.cfg.val_batches or split is None:
             return {}
+        if self.last_val is not None and self.last_val[0] == (phase, step):
+            return self.last_val[1]
         n, bs = self.task.split_size(split), self.cfg.batch_size
         sums: dict[int, float] = {}
         for b in range(self.cfg.val_batches):
@@ -335,6 +420,7 @@ class Trainer:
             batch.index = idx
             for m, v in self.method.val_losses(batch, phase).items():
                 sums[m] = sums.get(m, 0.0) + float(v) / self.cfg.val_batches
+        self.last_val = ((phase, step), sums)
         return sums
 
     def measurements(self, memory: PeakMemory, speed: Throughput) -> list[Metric]:

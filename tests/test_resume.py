@@ -10,6 +10,7 @@ import torch
 
 from bench import record
 from tests.conftest import REPO
+from tests.test_curves import event_points, row_points
 
 ARGS = ["run", "--preset", "smoke", "--quiet", "--set", "train.steps_per_epoch=24", "--set", "train.epochs=2",
         "--set", "train.checkpoint_every=3"]  # fmt: skip
@@ -38,7 +39,8 @@ def wait_for_checkpoint(out, proc, min_step=6, timeout=120):
 def values(out):
     (rows_path,) = out.glob("*/rows.csv")
     rows = record.read_rows(rows_path)
-    keep = {(r["metric"], r["module"], r["epoch"]): r["value"] for r in rows if r["metric"] in ("class_acc", "train_loss", "val_loss")}
+    keep = {(r["metric"], r["module"], r["epoch"], r["step"]): r["value"] for r in rows
+            if r["metric"] in ("class_acc", "train_loss", "val_loss")}  # fmt: skip
     return keep, rows
 
 
@@ -69,3 +71,5 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
     got, rows = values(tmp_path)
     assert got == uninterrupted
     assert {r["restarts"] for r in rows} == {"1"}
+    # TensorBoard shows each point once, as recorded: the resumed segment hides what the first wrote later on
+    assert event_points(run_dir, "train_loss/module_0") == row_points(rows, "train_loss", "0")

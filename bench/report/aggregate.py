@@ -99,7 +99,7 @@ class Cell:
 
 
 def ok_scalar_rows(rows: Iterable[dict]) -> list[dict]:
-    """Rows of finished runs with a value and no epoch (per-epoch losses are series, not cells); a run with a
+    """Rows of finished runs with a value and no epoch (losses per epoch or step are series, not cells); a run with a
     value that is not finite is left out whole (``unfinished_runs`` names it)."""
     rows = list(rows)
     bad = {r["run_id"] for r in unfinished_runs(rows)}
