@@ -41,6 +41,9 @@ class Run:
     modules: int = 3
     epochs: int = 2
     status: str = record.STATUS_OK
+    steps: int = 0
+    """Points of each module's loss curves (rows with ``step`` set, one per step of its phase), as the
+    trainer records them with ``train.log_every=1``; 0 = per-epoch rows only."""
 
     @property
     def run_id(self) -> str:
@@ -80,6 +83,13 @@ def loss_rows(run: Run, base: dict) -> list[dict]:
             rows.append(
                 {**base, "metric": "val_loss", "module": m, "epoch": epoch, "value": repr(loss + 0.1)}
             )
+        start = m * run.steps if iterative else 0
+        for k in range(run.steps + 1 if run.steps else 0):  # validated from the phase's start, trained from its first step
+            loss = 2.3 - 0.5 * k / run.steps - 0.1 * m + 0.01 * run.seed
+            point = {**base, "module": m, "epoch": epochs[0], "step": start + k}
+            rows.append({**point, "metric": "val_loss", "value": repr(loss + 0.1)})
+            if k:
+                rows.append({**point, "metric": "train_loss", "value": repr(loss)})
     return rows
 
 

@@ -12,6 +12,7 @@ from results_factory import Run, paper_like_runs, write_results
 from bench import cli, record
 from bench.report import aggregate as agg
 from bench.report import plots
+from bench.report.paper import load_paper
 from bench.report.tables import write_tables
 from bench.spec import RunSpec, resolve, variant_of
 
@@ -148,8 +149,22 @@ def test_fig3_counts_epochs_from_each_module_phase(tmp_path):
     write_results(tmp_path, runs)
     df = plots.loss_frame(agg.load_results(tmp_path), "gim", "schedule=iterative")
     iterative = df[df.schedule == "iterative"]
-    assert sorted(iterative[iterative.module == 2].epoch.unique()) == [0, 1]
+    assert sorted(iterative[iterative.module == 2].x.unique()) == [0, 1]
     assert set(df.schedule) == {"iterative", "simultaneous"} and set(df.split) == {"train", "val"}
+    assert set(df.unit) == {"epoch"}
+
+
+def test_fig3_draws_step_curves_from_each_module_phase(tmp_path):
+    runs = [Run("cifar10", "gim", s, {}, {"schedule": "iterative"}, steps=24) for s in (0, 1)]
+    write_results(tmp_path, runs + [Run("cifar10", "gim", s, {}, steps=24) for s in (0, 1)])
+    rows = agg.load_results(tmp_path)
+    df = plots.loss_frame(rows, "gim", "schedule=iterative")
+    assert set(df.unit) == {"step"}
+    for (schedule, module, split), points in df.groupby(["schedule", "module", "split"]):
+        # every module's curve runs over its own phase's steps, validation from step 0, training from step 1
+        assert sorted(points.x.unique()) == list(range(0 if split == "val" else 1, 25)), (schedule, module, split)
+    assert len(df) == 4 * 3 * (24 + 25)
+    assert plots.fig3(rows, tmp_path, load_paper()).startswith("figures/fig3")
 
 
 def test_fig4_plots_error_per_module(tmp_path):

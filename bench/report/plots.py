@@ -1,8 +1,9 @@
 """The paper's Figures 3 and 4 from result rows, as PNG and SVG (seaborn on matplotlib's Agg backend).
 
-Figure 3: GIM's per-module training and validation loss per epoch, simultaneous against iterative training
-(variant ``schedule=iterative``); for iterative runs each module's epochs are counted from the start of its
-own training phase. Figure 4: speaker error (1 - speaker_acc) of a linear probe on each module's
+Figure 3: GIM's per-module training and validation loss curves, simultaneous against iterative training
+(variant ``schedule=iterative``), over the steps of each module's own training (its phase, for iterative
+runs) from the rows with ``step`` set; results without them (recorded before curves existed) give one point
+per epoch. Figure 4: speaker error (1 - speaker_acc) of a linear probe on each module's
 representation, log scale, one line per method. SVGs are reproducible: a fixed ``svg.hashsalt`` and no date.
 Without data a figure is a placeholder that says what is missing.
 """
@@ -53,23 +54,44 @@ def placeholder(out_dir: Path, name: str, title: str, reason: str) -> str:
 
 def loss_frame(rows: list[dict], method: str, variant: str) -> pd.DataFrame:
     """A method's per-module losses, default and ``variant`` runs (the column ``schedule`` tells them apart:
-    ``simultaneous`` for the default), with the epoch counted from the start of each module's training."""
+    ``simultaneous`` for the default), at each point's ``x``: the step (or, without step rows, the epoch)
+    counted from the start of the module's own training."""
     keep = [r for r in rows if r["method"] == method and r["status"] == record.STATUS_OK
             and r["metric"] in ("train_loss", "val_loss") and r["variant"] in ("", variant)
             and r["module"] != "" and r["epoch"] != ""]  # fmt: skip
+    stepped = [r for r in keep if r.get("step")]
+    keep = stepped or keep
     if not keep:
         return pd.DataFrame()
+    unit = "step" if stepped else "epoch"
     df = pd.DataFrame({
         "task": [r["task"] for r in keep], "run": [r["run_id"] for r in keep],
         "schedule": [variant.split("=")[-1] if r["variant"] == variant else "simultaneous" for r in keep],
         "split": [r["metric"].removesuffix("_loss") for r in keep], "module": [int(r["module"]) for r in keep],
-        "epoch": [int(r["epoch"]) for r in keep], "loss": [float(r["value"]) for r in keep],
+        "x": [int(r[unit]) for r in keep], "loss": [float(r["value"]) for r in keep],
     })  # fmt: skip
-    # A module's curve spans its own training epochs (iterative: one phase; simultaneous: all of them).
-    span = df[df.split == "train"].groupby(["run", "module"])["epoch"].agg(start="min", end="max")
+    return (stepped_from_start if stepped else epochs_from_start)(df).assign(unit=unit)
+
+
+def epochs_from_start(df: pd.DataFrame) -> pd.DataFrame:
+    """A module's curve spans its own training epochs (iterative: one phase; simultaneous: all of them)."""
+    span = df[df.split == "train"].groupby(["run", "module"])["x"].agg(start="min", end="max")
     df = df.join(span, on=["run", "module"]).dropna(subset=["start"])
-    df = df[(df.epoch >= df.start) & (df.epoch <= df.end)]
-    return df.assign(epoch=df.epoch - df.start.astype(int)).drop(columns=["start", "end"])
+    df = df[(df.x >= df.start) & (df.x <= df.end)]
+    return df.assign(x=df.x - df.start.astype(int)).drop(columns=["start", "end"])
+
+
+def stepped_from_start(df: pd.DataFrame) -> pd.DataFrame:
+    """Steps counted from the start of each module's training: the last training point of the run before the
+    module's first one (the end of the previous phase; 0 for modules that train from the first step)."""
+    train = df[df.split == "train"]
+    starts = {}
+    for (run, module), first in train.groupby(["run", "module"])["x"].min().items():
+        before = train[(train.run == run) & (train.x < first)].x
+        starts[(run, module)] = int(before.max()) if len(before) else 0
+    start = [starts.get((run, module)) for run, module in zip(df.run, df.module, strict=True)]
+    df = df.assign(start=pd.Series(start, index=df.index, dtype=float)).dropna(subset=["start"])
+    return df.assign(x=df.x - df.start.astype(int)).drop(columns=["start"])
 
 
 def pick_task(tasks: set[str], preferred: tuple[str, ...]) -> str | None:
@@ -92,14 +114,16 @@ def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
         log.warning("fig3: %s has only %s %s runs; run %s with its %s as well", task, df.schedule.iloc[0],
                     method, method, variant)  # fmt: skip
     with plt.rc_context(RC):
-        grid = sns.relplot(data=df, kind="line", x="epoch", y="loss", hue="schedule", style="split",
+        unit = df.unit.iloc[0]
+        grid = sns.relplot(data=df, kind="line", x="x", y="loss", hue="schedule", style="split",
                            col="module", hue_order=["simultaneous", variant.split("=")[-1]], style_order=["train", "val"],
-                           errorbar="sd", markers=True, dashes=True, height=3, aspect=1.1,
+                           errorbar="sd", markers=unit == "epoch", dashes=True, height=3, aspect=1.1,
                            facet_kws={"sharey": False})  # fmt: skip
         grid.set_titles(col_template="{col_name}")
-        grid.set_axis_labels("epoch (of this module's training)", "InfoNCE loss")
+        grid.set_axis_labels(f"{unit} (of this module's training)", "InfoNCE loss")
         for ax in grid.axes.flat:
-            integer_epochs(ax, sorted(df.epoch.unique()))
+            if unit == "epoch":
+                integer_epochs(ax, sorted(df.x.unique()))
             ax.yaxis.get_major_formatter().set_useOffset(False)
         only = "" if both else f"; only {df.schedule.iloc[0]} runs"
         grid.figure.suptitle(f"{title} ({task}; mean ± std over seeds{only})", y=1.04)
