@@ -28,5 +28,15 @@ from bench.registry import METHODS, TASKS  # noqa: E402
 
 __all__ = [
     "METHODS", "TASKS", "Method", "Task", "Batch", "Metric", "ModularEncoder", "ModuleOutput", "FeatureFn",
-    "TrainConfig", "EvalConfig", "ConfigError", "DataError", "bounded",
+    "TrainConfig", "EvalConfig", "ConfigError", "DataError", "bounded", "load_encoder",
 ]  # fmt: skip
+
+
+def __getattr__(name: str):
+    """``bench.load_encoder`` (bench/export.py), imported on first use (PEP 562): ``import bench`` stays light,
+    and the package that plugins import does not itself depend on the plugin loader that export calls."""
+    if name == "load_encoder":
+        import importlib
+
+        return importlib.import_module("bench.export").load_encoder
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")
