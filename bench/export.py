@@ -41,11 +41,11 @@ PROVENANCE = ("experiment", "variant", "preset", "method_version", "task_version
               "torch_version", "started_at", "host", "plugins")  # fmt: skip
 VISION_PREP = ("uint8 images (B, H, W, 3) RGB or (B, H, W, 1) grey, at least crop x crop (resized as the task's "
                "own images were) -> / 255 -> grey by ITU-R 601 luma when grayscale -> centre crop -> "
-               "(x - mean) / std -> (B, C, crop, crop) float32; in code: "
-               "encoder.task.transform(images, None, augment=False), as the run's probes did")  # fmt: skip
+               "(x - mean) / std -> (B, C, crop, crop) float32, as the run's probes got them; in code: "
+               "encoder.prepare(images)")  # fmt: skip
 AUDIO_PREP = ("16 kHz mono int16 waveforms (B, N) -> / 32768 -> (x + 6.781e-4) / 0.06300 -> (B, 1, N) float32 "
               "(the run probed crops of clip_samples samples; the last module gives N // 160 frames); in code: "
-              "tasks._waveforms.normalise(waves).unsqueeze(1)")  # fmt: skip
+              "encoder.prepare(waves)")  # fmt: skip
 
 
 class ExportedEncoder(nn.Module):
@@ -77,6 +77,12 @@ class ExportedEncoder(nn.Module):
 
         device = next(self.encoder.parameters()).device
         return features_in(self._method, self._resolved.eval, self._resolved.train, device)(x.to(device))
+
+    def prepare(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw inputs made into the encoder's input on its device, as the run's evaluation made its test batches
+        (``Task.prepare``): vision uint8 images (B, H, W, 3) at the scale of the task's images, audio 16 kHz
+        mono int16 waveforms (B, N). ``meta["input"]`` says the same in words."""
+        return self.task.prepare(raw).to(next(self.encoder.parameters()).device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

@@ -206,6 +206,12 @@ class Task:
         """A batch of inputs of the training shape (for describe, memory and throughput checks)."""
         raise NotImplementedError
 
+    def prepare(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw inputs in the task's storage format (e.g. uint8 images, int16 waveforms) made into the encoder's
+        input exactly as the evaluation makes its test batches (no augmentation); for one's own data
+        (``bench.load_encoder``). Raise ValueError naming the expected format when ``raw`` is not in it."""
+        raise NotImplementedError(f"task {type(self).__name__} does not say how to prepare raw inputs")
+
     def pretrain_split(self, supervised: bool) -> str:
         """The split a method pretrains on: unlabelled data for self-supervised methods."""
         return "train"

@@ -37,6 +37,7 @@ from tasks._waveforms import (
     align_labels,
     centre_starts,
     gather,
+    normalise,
     spaced_starts,
     tile_starts,
 )
@@ -140,6 +141,17 @@ class AudioTask(Task):
 
     def split_size(self, split: str) -> int:
         return len(self.data.splits[split].utterances)
+
+    def prepare(self, raw: torch.Tensor) -> torch.Tensor:
+        """16 kHz mono waveforms, int16 (B, N) or (N,) (``soundfile.read(f, dtype="int16")``): the reference's
+        normalisation, as the test batches; (B, 1, N) float. The last module gives N // 160 frames."""
+        raw = torch.as_tensor(raw)
+        raw = raw[None] if raw.ndim == 1 else raw
+        if raw.dtype != torch.int16 or raw.ndim != 2 or raw.shape[1] < HOP:
+            raise ValueError(f"{self.name}: waveforms must be 16 kHz mono int16 (B, N) or (N,) with N >= {HOP}, got "
+                             f"{raw.dtype} {tuple(raw.shape)}; read them with soundfile.read(f, dtype='int16') "
+                             "(resample other rates to 16 kHz first)")  # fmt: skip
+        return normalise(raw).unsqueeze(1)
 
     def validation_split(self) -> str:
         return self.probe_splits[1]

@@ -102,6 +102,20 @@ class ImageTask(Task):
         labels = {} if data.labels is None else {"class": data.labels[indices].to(device)}
         return Batch(x, labels)
 
+    def prepare(self, raw: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, H, W, 3) RGB (or (B, H, W, 1) for a grayscale task), at the scale of the task's own
+        images and at least ``task.crop`` pixels a side: centre crop and normalisation, as the test batches."""
+        raw = torch.as_tensor(raw)
+        channels = (1, 3) if self.config.grayscale else (3,)
+        if raw.dtype != torch.uint8 or raw.ndim != 4 or raw.shape[-1] not in channels:
+            want = " or ".join(f"(B, H, W, {c})" for c in channels)
+            raise ValueError(f"{self.name}: images must be uint8 {want}, got {raw.dtype} {tuple(raw.shape)}; e.g. "
+                             "torch.from_numpy(np.stack([np.asarray(PIL.Image.open(f).convert('RGB')) ...]))")  # fmt: skip
+        if min(raw.shape[1:3]) < self.config.crop:
+            raise ValueError(f"{self.name}: images of {raw.shape[1]}x{raw.shape[2]} pixels are smaller than the "
+                             f"centre crop task.crop={self.config.crop}; resize them to the task's image size")  # fmt: skip
+        return self.transform(raw, None, augment=False)
+
     def transform(self, images: torch.Tensor, gen: torch.Generator, augment: bool) -> torch.Tensor:
         """uint8 (B, H, W, C) -> normalised float (B, C', crop, crop) on the images' device."""
         x = images.float().div_(255)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -25,6 +26,7 @@ from bench.execute import execute, features_in, prepare
 from bench.export import FORMAT, FORMAT_VERSION, export_run, write_export
 from bench.spec import RunSpec, resolve
 from bench.trainer import CHECKPOINT, load_checkpoint
+from tasks._waveforms import centre_starts
 
 RUNS = {
     "gim-vision": ("gim", "synthetic_textures"),
@@ -79,7 +81,7 @@ import bench
 assert "bench.export" not in sys.modules and "safetensors" not in sys.modules  # import bench stays light
 enc = bench.load_encoder(sys.argv[1])
 images = torch.load(sys.argv[2])                       # uint8 (B, H, W, C), as the task stores its images
-x = enc.task.transform(images, None, augment=False)    # the evaluation's preparation
+x = enc.prepare(images)                                 # the evaluation's preparation
 torch.save(enc.features(x), sys.argv[3])
 """
 
@@ -100,6 +102,30 @@ def test_loads_in_a_fresh_process_without_the_run_folder(runs, tmp_path):
     got = torch.load(tmp_path / "features.pt")
     assert len(got) == len(expected)
     assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+def test_prepare_makes_raw_inputs_into_the_runs_test_batches(runs, tmp_path):
+    """``prepare`` on raw data in the task's storage format (uint8 images, int16 waveforms) gives exactly the
+    batches the run's evaluation made; other formats are refused with a message naming the expected one."""
+    for key in ("gim-vision", "gim-audio"):
+        x, _, task = run_features(key, runs[key])
+        export_run(runs[key], tmp_path / f"{key}.safetensors")
+        enc = bench.load_encoder(tmp_path / f"{key}.safetensors")
+        if task.modality == "vision":
+            raw = task.splits["test"].images[: len(x)]
+        else:  # the test batch's centre crops of the first utterances, as int16 samples
+            rec, clip = task.data.recordings, task.config.clip_samples
+            utts = task.data.splits["test"].utterances[: len(x)]
+            raw = torch.from_numpy(np.stack([rec.crop(int(u), int(s), clip) for u, s in
+                                             zip(utts, centre_starts(rec.lengths()[utts], clip), strict=True)]))  # fmt: skip
+        assert torch.equal(enc.prepare(raw), x)
+        assert torch.equal(enc.prepare(raw.numpy()), x)
+        for bad in (raw.float(), raw[0, 0]):
+            with pytest.raises(ValueError, match="uint8|int16") as err:
+                enc.prepare(bad)
+            assert task.name in str(err.value) and str(tuple(bad.shape)) in str(err.value)
+    with pytest.raises(ValueError, match="smaller than the centre crop"):
+        bench.load_encoder(tmp_path / "gim-vision.safetensors").prepare(torch.zeros(1, 2, 2, 3, dtype=torch.uint8))
 
 
 def test_loads_on_cpu_with_the_runs_metadata(runs, tmp_path):
@@ -225,3 +251,21 @@ def test_every_task_rebuilds_without_its_data(tmp_path, monkeypatch, method, tas
     got = loaded.features(x)
     assert len(got) == len(expected) == (5 if method == "gim_no_ar" else len(got))
     assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize("task", sorted(bench.TASKS.names()))
+def test_every_task_prepares_raw_inputs_to_its_input_shape(task, monkeypatch):
+    """Contract: each registered task turns raw data of its storage format into inputs of the training shape,
+    without reading its own data."""
+    resolved = resolve(RunSpec(method="gim", task=task, preset="smoke"))
+    for attr in ("load_splits", "load", "check_data"):
+        if hasattr(resolved.task_cls, attr):
+            monkeypatch.setattr(resolved.task_cls, attr, no_data)
+    built = resolved.task_cls(resolved.task, None, 0)
+    shape = tuple(built.example_input(2).shape)
+    if built.modality == "vision":
+        raw = torch.randint(0, 256, (2, shape[-2] + 3, shape[-1] + 3, 3), dtype=torch.uint8)
+    else:
+        raw = torch.randint(-3000, 3000, (2, shape[-1]), dtype=torch.int16)
+    x = built.prepare(raw)
+    assert tuple(x.shape) == shape and x.dtype == torch.float32 and torch.isfinite(x).all()

@@ -15,6 +15,7 @@ from bench.report import plots
 from bench.report.paper import load_paper
 from bench.report.tables import write_tables
 from bench.spec import RunSpec, resolve, variant_of
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,13 @@ def test_cli_tables_and_missing_results(tmp_path, monkeypatch, capsys):
     assert cli.main(["tables", str(tmp_path), "--no-figures"]) == 0
     assert "tables/table1.{csv,md,tex}  task stl10" in capsys.readouterr().out
     assert "stand-in" not in (tmp_path / "tables" / "table1.md").read_text()
+
+
+def test_committed_small_study_draws_figure_3_as_curves_of_at_least_20_points():
+    rows = agg.load_results(REPO / "results" / "small")
+    df = plots.loss_frame(rows, "gim", "schedule=iterative")
+    df = df[df.task == "cifar10"]
+    assert set(df.unit) == {"step"}
+    curves = df.groupby(["schedule", "module", "split"]).x.nunique()
+    assert len(curves) == 2 * 3 * 2  # both schedules, three modules, training and validation
+    assert curves.min() >= 20, curves.to_dict()
