@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import shutil
 import struct
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,6 +19,7 @@ from bench.report import browser, check, render, tables
 from bench.report import html as report
 from bench.report import reference as refmod
 from bench.report.paper import load_paper
+from tests.conftest import REPO
 
 CHROMIUM = browser.find_chromium()
 needs_chromium = pytest.mark.skipif(
@@ -316,3 +318,28 @@ def test_browser_catches_console_errors_and_failed_loads_and_never_hangs(tmp_pat
         with pytest.raises(browser.BrowserError, match="did not answer within"):
             b.evaluate("new Promise(r => setTimeout(r, 5000))")
     assert b.proc.poll() is not None  # the browser was killed
+
+
+@needs_chromium
+def test_committed_small_study_report_loads_with_every_table_and_figure(tmp_path):
+    """`bench report` on the committed results/small (its results.csv copied, so nothing in the repository is
+    written): Chromium loads it without console errors and the DOM has every table with its rows, every figure
+    and one row per run; a full-page screenshot at 1280 px is taken; regenerating gives the same bytes."""
+    shutil.copy(REPO / "results" / "small" / "results.csv", tmp_path / "results.csv")
+    assert cli.main(["report", str(tmp_path), "--screenshot", str(tmp_path / "report.png")]) == 0
+    assert png_size(tmp_path / "report.png")[0] == 1280
+    rows, paper = agg.load_results(tmp_path), load_paper()
+    with browser.Browser(timeout=60) as b:
+        b.open((tmp_path / report.REPORT_PAGE).resolve().as_uri(), width=1280)
+        counts = b.evaluate(COUNTS)
+        assert b.errors == []
+    for name, build in tables.TABLES.items():
+        table = build(rows, paper)
+        assert table.rows and any(e.cell for e in table.entries.values())  # real numbers, not a placeholder
+        assert counts[name]["tables"] == [{"body": len(table.rows), "foot": len(table.ratios),
+                                            "cols": 1 + 4 * len(table.columns)}]  # fmt: skip
+    assert counts["figures"]["images"] == 2  # Figures 3 and 4, both with data in this study
+    assert counts["runs"]["tables"][0]["body"] == len({r["run_id"] for r in rows})
+    first = (tmp_path / report.REPORT_PAGE).read_bytes()
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / report.REPORT_PAGE).read_bytes() == first
