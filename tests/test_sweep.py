@@ -123,6 +123,27 @@ def test_validation_reports_every_problem_at_once(tmp_path):
     assert "unknown key slurm.gpus" in text
 
 
+def test_entries_that_would_share_a_results_cell_are_an_error(tmp_path):
+    """Two entries of one method that differ in a setting that is not a variant key would land in one cell,
+    and collect would keep only one of them: refused, naming the setting; variant keys tell cells apart."""
+    path = write(tmp_path, """\
+        preset: smoke
+        seeds: [0, 1]
+        methods:
+          supervised: {}
+          supervised@fast: {method: {lr: 3.0e-3}}
+          gim: {}
+          gim@iterative: {method: {schedule: iterative}}
+        tasks: {synthetic_textures: {}}
+        """)  # fmt: skip
+    with pytest.raises(cfg.ConfigError) as err:
+        plan.check(experiment.load(path))
+    text = str(err.value)
+    assert "1 problem(s)" in text  # once for both seeds, and nothing about gim's variants
+    assert "supervised on synthetic_textures" in text and "method.lr 0.001 vs 0.003" in text
+    assert "variant keys (none)" in text
+
+
 def test_a_method_on_a_modality_it_does_not_support_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(METHODS.get("random_init"), "modalities", ("audio",), raising=False)
     with pytest.raises(cfg.ConfigError, match="applies to audio tasks, and synthetic_textures is a vision task"):

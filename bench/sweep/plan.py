@@ -43,7 +43,7 @@ def check(exp: Experiment, data: bool = True) -> Plan:
     problems: list[str] = []
     warnings: list[str] = []
     resources = task_resources(exp, problems, warnings)
-    items, data_checked = [], set()
+    items, data_checked, cells = [], set(), {}
     for spec in exp.expand():
         where = f"{spec.method} on {spec.task}"
         try:
@@ -58,6 +58,7 @@ def check(exp: Experiment, data: bool = True) -> Plan:
         if data and key not in data_checked:
             data_checked.add(key)
             check_data(resolved, problems)
+        same_cell(cells.setdefault(cell_of(resolved), resolved), resolved, problems)
         if spec.task in resources:
             items.append(PlanItem(spec, planned_run(resolved), resources[spec.task]))
     problems = list(dict.fromkeys(problems))  # the same problem for every seed once
@@ -66,6 +67,38 @@ def check(exp: Experiment, data: bool = True) -> Plan:
         raise cfg.ConfigError(f"{exp.path} has {len(problems)} problem(s):\n  - {listing}")
     warnings += batch_warnings(items)
     return Plan(items, warnings)
+
+
+def cell_of(resolved: Resolved) -> tuple:
+    """The results cell a run's rows land in: what `bench collect` and the tables tell runs apart by."""
+    spec = resolved.spec
+    return spec.task, spec.method, variant_of(resolved), spec.seed
+
+
+def same_cell(first: Resolved, other: Resolved, problems: list[str]) -> None:
+    """A problem when two runs of the file would share a results cell with different settings: collect keeps
+    one of them and marks the other superseded, so a swept setting would silently vanish from the results."""
+    if first.run_id == other.run_id:
+        return
+    a, b = flat(first.as_dict), flat(other.as_dict)
+    diff = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    task, method, variant, _ = cell_of(first)
+    keys = ", ".join(first.method_cls.variant_keys) or "none"
+    problems.append(f"{method} on {task}: two entries give runs with different settings ({diff}) but the same "
+                    f"results cell ({method}{f' [{variant}]' if variant else ''}): `bench collect` would keep "
+                    f"one and mark the other superseded. Runs of a method are told apart only by its variant "
+                    f"keys ({keys}); sweep other settings as separate experiment files with their own --out")  # fmt: skip
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys: {"method": {"lr": 1}} -> {"method.lr": 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def task_resources(exp: Experiment, problems: list[str], warnings: list[str]) -> dict[str, slurm.Resources]:
