@@ -39,8 +39,8 @@ HARNESS = {"train": TrainConfig, "eval": EvalConfig}
 """Harness sections of a config: they do not shape the encoder, so keys this version lacks are ignored."""
 PROVENANCE = ("experiment", "variant", "preset", "method_version", "task_version", "device", "precision",
               "torch_version", "started_at", "host", "plugins")  # fmt: skip
-VISION_PREP = ("uint8 images (B, H, W, 3) RGB or (B, H, W, 1) grey, at least crop x crop (resized as the task's "
-               "own images were) -> / 255 -> grey by ITU-R 601 luma when grayscale -> centre crop -> "
+VISION_PREP = ("uint8 images (B, H, W, 3) RGB (or (B, H, W, 1) for a grayscale task), at least crop x crop "
+               "(at the task's own image size) -> / 255 -> grey by ITU-R 601 luma when grayscale -> centre crop -> "
                "(x - mean) / std -> (B, C, crop, crop) float32, as the run's probes got them; in code: "
                "encoder.prepare(images)")  # fmt: skip
 AUDIO_PREP = ("16 kHz mono int16 waveforms (B, N) -> / 32768 -> (x + 6.781e-4) / 0.06300 -> (B, 1, N) float32 "
@@ -353,7 +353,7 @@ def input_spec(task: Task, example: torch.Tensor) -> dict:
     }
     keys = {"vision": ("grayscale", "crop", "mean", "std"), "audio": ("clip_samples",)}.get(task.modality, ())
     spec.update({k: getattr(task.config, k) for k in keys if hasattr(task.config, k)})
-    if task.modality == "vision" and hasattr(task, "transform"):
+    if task.modality == "vision":
         spec["prepare"] = VISION_PREP
     elif task.modality == "audio":
         spec.update(sample_rate=16000, prepare=AUDIO_PREP)

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.record import atomic_write_bytes
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -207,6 +209,5 @@ class Browser:
         shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
                                                     "clip": {"x": 0, "y": 0, "width": width, "height": height,
                                                              "scale": 1}})  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(shot["data"]))
+        atomic_write_bytes(path, base64.b64decode(shot["data"]))
         return path

@@ -16,7 +16,7 @@ from bench import config as cfg
 from bench.data import DataError
 from bench.registry import UnknownNameError
 from bench.spec import Resolved, RunSpec, resolve, variant_of
-from bench.sweep import slurm
+from bench.sweep import slurm, state
 from bench.sweep.experiment import Experiment
 from bench.sweep.state import PlannedRun
 
@@ -43,7 +43,7 @@ def check(exp: Experiment, data: bool = True) -> Plan:
     problems: list[str] = []
     warnings: list[str] = []
     resources = task_resources(exp, problems, warnings)
-    items, data_checked, cells = [], set(), {}
+    items, data_checked, places = [], set(), {}
     for spec in exp.expand():
         where = f"{spec.method} on {spec.task}"
         try:
@@ -58,9 +58,11 @@ def check(exp: Experiment, data: bool = True) -> Plan:
         if data and key not in data_checked:
             data_checked.add(key)
             check_data(resolved, problems)
-        same_cell(cells.setdefault(cell_of(resolved), resolved), resolved, problems)
+        run = planned_run(resolved)
+        place = state.slot(spec.experiment, run.task, run.method, run.variant, run.seed)
+        same_place(places.setdefault(place, resolved), resolved, run.variant, problems)
         if spec.task in resources:
-            items.append(PlanItem(spec, planned_run(resolved), resources[spec.task]))
+            items.append(PlanItem(spec, run, resources[spec.task]))
     problems = list(dict.fromkeys(problems))  # the same problem for every seed once
     if problems:
         listing = "\n  - ".join(problems)
@@ -69,20 +71,15 @@ def check(exp: Experiment, data: bool = True) -> Plan:
     return Plan(items, warnings)
 
 
-def cell_of(resolved: Resolved) -> tuple:
-    """The results cell a run's rows land in: what `bench collect` and the tables tell runs apart by."""
-    spec = resolved.spec
-    return spec.task, spec.method, variant_of(resolved), spec.seed
-
-
-def same_cell(first: Resolved, other: Resolved, problems: list[str]) -> None:
-    """A problem when two runs of the file would share a results cell with different settings: collect keeps
-    one of them and marks the other superseded, so a swept setting would silently vanish from the results."""
+def same_place(first: Resolved, other: Resolved, variant: str, problems: list[str]) -> None:
+    """A problem when two runs of the file would fill one place of the experiment (``state.slot``: task, method,
+    variant, seed) with different settings: the later would supersede the other, so `bench collect` would keep
+    one and a swept setting would silently vanish from the results."""
     if first.run_id == other.run_id:
         return
     a, b = flat(first.as_dict), flat(other.as_dict)
     diff = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-    task, method, variant, _ = cell_of(first)
+    method, task = first.spec.method, first.spec.task
     keys = ", ".join(first.method_cls.variant_keys) or "none"
     problems.append(f"{method} on {task}: two entries give runs with different settings ({diff}) but the same "
                     f"results cell ({method}{f' [{variant}]' if variant else ''}): `bench collect` would keep "
