@@ -225,7 +225,7 @@ def table_section(table: Table, verdicts: dict[str, Verdict]) -> str:
 def figures_section(rows: list[dict], paper: Paper) -> str:
     """The figures as plots.py draws them for `bench tables`, each SVG inlined as a data URI."""
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
-        lines = plots.write_figures(rows, Path(tmp), paper)
+        lines = plots.write_figures(rows, Path(tmp), paper, png=False)  # the page inlines the SVGs
         svgs = {p.stem: p.read_bytes() for p in sorted(Path(tmp).glob("*.svg"))}
     out = []
     for stem, svg in svgs.items():

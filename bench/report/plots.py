@@ -32,23 +32,25 @@ ERROR_FLOOR = 1e-3
 """A perfect probe (error 0) is drawn at this error so that it stays on the log scale."""
 
 
-def save(fig: plt.Figure, out_dir: Path, name: str) -> None:
-    """Write NAME.png and NAME.svg, without timestamps."""
-    svg, png = io.StringIO(), io.BytesIO()
+def save(fig: plt.Figure, out_dir: Path, name: str, png: bool = True) -> None:
+    """Write NAME.svg and (``png``) NAME.png, without timestamps."""
+    svg, raster = io.StringIO(), io.BytesIO()
     fig.savefig(svg, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    fig.savefig(png, format="png", metadata={"Software": None}, bbox_inches="tight")
+    if png:
+        fig.savefig(raster, format="png", metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
     record.atomic_write_text(out_dir / f"{name}.svg", svg.getvalue())
-    record.atomic_write_bytes(out_dir / f"{name}.png", png.getvalue())
+    if png:
+        record.atomic_write_bytes(out_dir / f"{name}.png", raster.getvalue())
 
 
-def placeholder(out_dir: Path, name: str, title: str, reason: str) -> str:
+def placeholder(out_dir: Path, name: str, title: str, reason: str, png: bool = True) -> str:
     log.warning("%s: %s; wrote a placeholder", name, reason)
     fig, ax = plt.subplots(figsize=(6, 2.2))
     ax.axis("off")
     ax.text(0.5, 0.6, title, ha="center", va="center", fontsize=11, weight="bold")
     ax.text(0.5, 0.3, f"No data: {reason}", ha="center", va="center", fontsize=9, wrap=True)
-    save(fig, out_dir, name)
+    save(fig, out_dir, name, png)
     return f"figures/{name}.{{png,svg}}  (placeholder: {reason})"
 
 
@@ -98,7 +100,7 @@ def pick_task(tasks: set[str], preferred: tuple[str, ...]) -> str | None:
     return next((t for t in preferred if t in tasks), min(tasks) if tasks else None)
 
 
-def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
+def fig3(rows: list[dict], out_dir: Path, paper: Paper, png: bool = True) -> str:
     """Per-module training and validation loss per epoch, simultaneous vs iterative GIM (the paper file's
     figures.fig3 names the method and the variant)."""
     spec = paper.figure("fig3")
@@ -106,7 +108,7 @@ def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
     title = f"Figure 3: {spec.get('label', method)} loss per module, simultaneous vs {variant.split('=')[-1]}"
     df = loss_frame(rows, method, variant)
     if df.empty:
-        return placeholder(out_dir, "fig3", title, f"no {method} train_loss/val_loss rows in results.csv")
+        return placeholder(out_dir, "fig3", title, f"no {method} train_loss/val_loss rows in results.csv", png)
     both = {t for t, g in df.groupby("task") if g.schedule.nunique() == 2}
     task = pick_task(both or set(df.task), paper.candidates(spec["modality"]) + sum(paper.tasks.values(), ()))
     df = df[df.task == task].assign(module=lambda d: "module " + (d.module + 1).astype(str))
@@ -127,7 +129,7 @@ def fig3(rows: list[dict], out_dir: Path, paper: Paper) -> str:
             ax.yaxis.get_major_formatter().set_useOffset(False)
         only = "" if both else f"; only {df.schedule.iloc[0]} runs"
         grid.figure.suptitle(f"{title} ({task}; mean ± std over seeds{only})", y=1.04)
-        save(grid.figure, out_dir, "fig3")
+        save(grid.figure, out_dir, "fig3", png)
     return f"figures/fig3.{{png,svg}}  task {task}" + (f"  (only {df.schedule.iloc[0]} runs)" if only else "")
 
 
@@ -169,14 +171,14 @@ def error_frame(rows: list[dict]) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def fig4(rows: list[dict], out_dir: Path, paper: Paper) -> str:
+def fig4(rows: list[dict], out_dir: Path, paper: Paper, png: bool = True) -> str:
     """Speaker error per module (log scale), one line per method (legend order from the paper file)."""
     spec = paper.figure("fig4")
     first = tuple(spec.get("methods") or ())
     title = "Figure 4: speaker error per module"
     df = error_frame(rows)
     if df.empty:
-        return placeholder(out_dir, "fig4", title, "no speaker_acc rows in results.csv (an audio task)")
+        return placeholder(out_dir, "fig4", title, "no speaker_acc rows in results.csv (an audio task)", png)
     task = pick_task(set(df.task), paper.candidates(spec["modality"]))
     df = df[df.task == task]
     layered = {m for m, g in df.groupby("method") if g.module.nunique() > 1}
@@ -195,10 +197,10 @@ def fig4(rows: list[dict], out_dir: Path, paper: Paper) -> str:
         ax.set_ylabel("speaker error (1 − accuracy)")
         ax.set_title(f"{title} ({task}; mean ± std over seeds)")
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
-        save(fig, out_dir, "fig4")
+        save(fig, out_dir, "fig4", png)
     return f"figures/fig4.{{png,svg}}  task {task}"
 
 
-def write_figures(rows: list[dict], out_dir: Path, paper: Paper) -> list[str]:
-    """Regenerate every figure under ``out_dir``; one terminal line per figure."""
-    return [fig3(rows, out_dir, paper), fig4(rows, out_dir, paper)]
+def write_figures(rows: list[dict], out_dir: Path, paper: Paper, png: bool = True) -> list[str]:
+    """Regenerate every figure under ``out_dir`` as SVG and (``png``) PNG; one terminal line per figure."""
+    return [fig3(rows, out_dir, paper, png), fig4(rows, out_dir, paper, png)]
