@@ -98,6 +98,11 @@ class Batch:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     index: torch.Tensor | None = None
     """Positions of the samples in their split (set by the trainer), e.g. to read a per-sample cache."""
+    seed: int | None = None
+    """The step's seed (set by the trainer from the run's seed and the global step): a local method's module m
+    draws its random numbers from a stream seeded by (seed, m) (``bench.local.module_stream``), so that a
+    module's draws do not depend on which other modules ran before it, in which process. None: the global
+    stream as it stands."""
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -152,10 +157,15 @@ class ModularEncoder(nn.Module):
         gradient crosses a module boundary; a caller may back-propagate each module's loss before asking
         for the next one, so that only one module's graph is alive at a time.
         """
-        z = self.prepare(x)
+        return self.iter_from(self.prepare(x), 0, detach, upto)
+
+    def iter_from(self, z: torch.Tensor, first: int, detach: bool, upto: int | None = None) -> Iterator[ModuleOutput]:
+        """As ``iter_modules`` from module ``first``, whose input is ``z`` (module ``first - 1``'s output ``z``,
+        or the prepared input when ``first`` is 0): how a stage of a module-parallel run continues the
+        network from the stage before it."""
         rep_in = None
         last = len(self.blocks) - 1 if upto is None else upto
-        for m in range(last + 1):
+        for m in range(first, last + 1):
             if detach:
                 z = z.detach()
                 rep_in = None if rep_in is None else rep_in.detach()
@@ -258,6 +268,9 @@ class Method:
     """Pretrains on labelled data (batches carry labels)."""
     trains: ClassVar[bool] = True
     """False for methods without a training phase (random init, hand-made features)."""
+    local: ClassVar[bool] = False
+    """True for methods of per-module learners (``bench.local.LocalMethod``): the harness drives their
+    modules, which is what lets them train in separate processes (``train.stages``)."""
     gradient_isolated: ClassVar[bool] = False
     """True when no gradient crosses a module boundary (each module learns from its own loss); the contract
     tests check it on every embedded task."""

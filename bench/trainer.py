@@ -328,11 +328,11 @@ class Trainer:
         pos, bs = state.position, self.cfg.batch_size
         perm = epoch_permutation(self.seed, pos.phase, pos.epoch, n)
         while pos.step < steps:
-            seed_step(self.seed, pos.global_step)
+            step_seed = seed_step(self.seed, pos.global_step)
             gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
             idx = perm[(pos.step * bs + torch.arange(bs)) % n]
             batch = self.task.batch(split, idx, self.device, gen, augment=True)
-            batch.index = idx
+            batch.index, batch.seed = idx, step_seed
             meter.step_begin()
             began = time.perf_counter()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -413,11 +413,11 @@ class Trainer:
         n, bs = self.task.split_size(split), self.cfg.batch_size
         sums: dict[int, float] = {}
         for b in range(self.cfg.val_batches):
-            seed_step(self.seed, 10**9 + b)  # the same negatives and crops every epoch
+            step_seed = seed_step(self.seed, 10**9 + b)  # the same negatives and crops every epoch
             gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
             idx = (b * bs + torch.arange(bs)) % n
             batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
-            batch.index = idx
+            batch.index, batch.seed = idx, step_seed
             for m, v in self.method.val_losses(batch, phase).items():
                 sums[m] = sums.get(m, 0.0) + float(v) / self.cfg.val_batches
         self.last_val = ((phase, step), sums)

@@ -13,8 +13,9 @@ to some modules (``[0]``: the first module alone, Table 2); modules after the la
 ``schedule=simultaneous`` trains every module at every step (one phase). ``iterative`` runs one phase per
 trained module, each to the full budget (train.epochs): module m is trained on the frozen outputs of
 module m - 1, read from a float16 cache written once over the pretraining split (methods/_module_cache.py)
-or, with ``iterative_inputs=recompute``, recomputed every step. Each phase has its own Adam; every module's
-training and validation losses are recorded in its own phase (the trainer numbers epochs across phases).
+or, with ``iterative_inputs=recompute``, recomputed every step. Every module has its own Adam (a per-module
+learner, ``bench.local``); every module's training and validation losses are recorded in its own phase (the
+trainer numbers epochs across phases). Each module's negatives and windows come from its own random stream.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.interfaces import Batch, Method, Metric, ModuleOutput
+from bench.interfaces import Batch, Metric, ModuleOutput
+from bench.local import LocalMethod
 from bench.registry import METHODS
-from methods._heads import probe_outputs
 from methods._infonce import GridPredictors, Offset, grid_infonce, offset_metric
 from methods._module_cache import ModuleCache
-from methods._optim import adam
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ def infonce_loss(out: ModuleOutput, head: nn.Module, cfg: Config) -> torch.Tenso
 
 
 @METHODS.register("gim")
-class GIM(Method):
-    gradient_isolated = True
+class GIM(LocalMethod):
     variant_keys = ("schedule", "train_modules", "backward")
     description = "Greedy InfoMax: gradient-isolated modules, each trained with its own InfoNCE loss"
     Config = Config
@@ -88,86 +87,35 @@ class GIM(Method):
     }
 
     def __init__(self, config: Config, encoder, task, device: torch.device) -> None:
-        super().__init__(config, encoder, task, device)
-        outs = probe_outputs(encoder, task, device)
-        n = len(outs)
-        self.trained = sorted(set(config.train_modules or range(n)))
-        if not self.trained or self.trained[0] < 0 or self.trained[-1] >= n:
-            raise ValueError(f"method.train_modules={list(config.train_modules)} must name modules 0..{n - 1}")
         self.iterative = config.schedule == "iterative"
-        self.phases = [[m] for m in self.trained] if self.iterative else [self.trained]
-        self.heads = nn.ModuleList(make_head(out, config) for out in outs).to(device)
-        self.optimizers = [self.make_optimizer(modules) for modules in self.phases]
-        self.active_phase = -1
+        super().__init__(config, encoder, task, device)
         self.cache: ModuleCache | None = None
 
-    def make_optimizer(self, modules: list[int]) -> torch.optim.Optimizer:
-        params = [p for m in modules for p in (*self.encoder.blocks[m].parameters(), *self.heads[m].parameters())]
-        return adam(params, self.config.lr, self.config.weight_decay)
+    def make_head(self, m: int, out: ModuleOutput) -> nn.Module:
+        return make_head(out, self.config)
 
-    def num_phases(self) -> int:
-        return len(self.phases)
+    def module_loss(self, m: int, out: ModuleOutput, batch: Batch) -> torch.Tensor:
+        return infonce_loss(out, self.heads[m], self.config)
 
-    def activate(self, phase: int) -> None:
-        """Only the modules of ``phase`` require gradients: the others build no graph."""
-        if phase != self.active_phase:
-            for m in range(len(self.encoder.blocks)):
-                self.encoder.blocks[m].requires_grad_(m in self.phases[phase])
-            self.active_phase = phase
+    def module_phases(self) -> list[list[int]]:
+        return [[m] for m in self.trained] if self.iterative else [self.trained]
 
-    def outputs(self, batch: Batch, modules: list[int]) -> Iterator[tuple[int, ModuleOutput]]:
-        """(module, output) up to the last of ``modules``; from the cache below it when iterating on a cache."""
-        last = modules[-1]
-        if self.iterative and self.config.iterative_inputs == "cache" and last > 0:
+    def module_inputs(self, batch: Batch, first: int, last: int, z_in: torch.Tensor | None) -> Iterator[tuple[int, ModuleOutput]]:
+        """As the harness's, except an iterative phase on a cache: module ``last`` alone, on the cached outputs
+        of the module below it."""
+        if self.iterative and self.config.iterative_inputs == "cache" and last > 0 and z_in is None:
             if batch.index is None:
                 raise ValueError("schedule=iterative reads its cache by sample: the batch needs its index")
-            z_in = self.module_cache().inputs(last, batch.index)  # (B*k, ...) output of module last - 1
-            yield last, self.encoder.module_output(last, z_in, None, self.encoder.blocks[last](z_in))
+            z = self.module_cache().inputs(last, batch.index)  # (B*k, ...) output of module last - 1
+            yield last, self.encoder.module_output(last, z, None, self.encoder.blocks[last](z))
             return
-        yield from enumerate(self.encoder.iter_modules(batch.x, detach=True, upto=last))
+        yield from super().module_inputs(batch, first, last, z_in)
 
     def module_cache(self) -> ModuleCache:
         if self.cache is None:
             folder = Path(self.work_dir or ".") / "module_cache"
             self.cache = ModuleCache(folder, self.encoder, self.task, self.device)
         return self.cache
-
-    def train_step(self, batch: Batch, phase: int) -> dict[int, torch.Tensor]:
-        self.activate(phase)
-        modules, optimizer = self.phases[phase], self.optimizers[phase]
-        self.encoder.train()
-        losses: dict[int, torch.Tensor] = {}
-        pending = []
-        for m, out in self.outputs(batch, modules):
-            if m not in modules:
-                continue
-            loss = infonce_loss(out, self.heads[m], self.config)
-            if self.config.backward == "per_module":
-                loss.backward()
-            else:
-                pending.append(loss)
-            losses[m] = loss.detach()
-        if pending:
-            torch.stack(pending).sum().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return losses
-
-    @torch.no_grad()
-    def val_losses(self, batch: Batch, phase: int) -> dict[int, float]:
-        """The validation InfoNCE of the modules trained in ``phase``, computed from the raw inputs."""
-        self.encoder.eval()
-        modules = self.phases[phase]
-        outs = self.encoder.iter_modules(batch.x, detach=True, upto=modules[-1])
-        return {m: float(infonce_loss(o, self.heads[m], self.config)) for m, o in enumerate(outs) if m in modules}
-
-    def state_dict(self) -> dict:
-        return {"heads": self.heads.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.heads.load_state_dict(state["heads"])
-        for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
 
     def extra_metrics(self) -> list[Metric]:
         """The vision prediction offset in use (also in config.yaml), as a row of the results."""
