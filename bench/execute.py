@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench import plugins, progress, record
+from bench import pipeline, plugins, progress, record
 from bench.config import ConfigError
 from bench.data import DataError
 from bench.interfaces import EvalConfig, FeatureFn, Method, Metric, ModularEncoder, Task, TrainConfig
@@ -114,17 +114,21 @@ class Prepared:
     method: Method
 
 
-def prepare(resolved: Resolved, base: dict) -> Prepared:
-    """Everything checkable before the first step: raises ConfigError or DataError naming the key or file."""
+def prepare(resolved: Resolved, base: dict, stage: int | None = None, threads: int = 0) -> Prepared:
+    """Everything checkable before the first step: raises ConfigError or DataError naming the key or file.
+    ``stage``: building stage ``stage`` of a module-parallel run (on CUDA its own device) with ``threads``."""
     train_cfg, spec = resolved.train, resolved.spec
     if resolved.method_cls.trains and train_cfg.epochs < 1:
         raise ConfigError(f"train.epochs={train_cfg.epochs}: method {spec.method} trains, so it needs at least "
                           "one epoch (random_init gives an untrained encoder)")  # fmt: skip
     device = resolve_device(train_cfg.device)
+    if stage is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", stage % torch.cuda.device_count())
     base["device"] = device_label(device)
     base["precision"] = precision(train_cfg.amp, device) if resolved.method_cls.trains else "fp32"
-    if train_cfg.threads and device.type == "cpu":
-        torch.set_num_threads(train_cfg.threads)
+    threads = threads or train_cfg.threads
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
     if train_cfg.deterministic and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(train_cfg.deterministic, warn_only=True)
@@ -140,6 +144,8 @@ def prepare(resolved: Resolved, base: dict) -> Prepared:
         if train_cfg.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         method = resolved.method_cls(resolved.method, encoder, task, device)
+        if method.local or train_cfg.stages > 1 or train_cfg.stage_modules:
+            pipeline.check_stages(train_cfg, method)  # type: ignore[arg-type]
     except ValueError as err:  # a plugin refusing its settings (e.g. method.train_modules out of range)
         if isinstance(err, ConfigError):
             raise
@@ -152,8 +158,10 @@ def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
     resolved, device, task, encoder, method = run.resolved, run.device, run.task, run.encoder, run.method
     train_cfg, spec = resolved.train, resolved.spec
     log.info("run %s: %s on %s, seed %d, device %s", resolved.run_id, spec.method, spec.task, spec.seed, device)
-    trainer = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop)
-    result = trainer.run()
+    if train_cfg.stages > 1:
+        result = pipeline.train(run, run_dir, stop, stage_main)
+    else:
+        result = Trainer(task, method, encoder, train_cfg, spec.seed, device, run_dir, stop).run()
     stop.uninstall()  # from here on signals take their usual course (submitit's requeue, Ctrl-C)
     n_modules = len(encoder.blocks)
     modules = list(range(n_modules)) if resolved.eval.all_modules else [n_modules - 1]
@@ -176,6 +184,23 @@ def train_and_evaluate(run: Prepared, run_dir: Path, stop: StopFlag) -> tuple:
         if metric.module == last:
             metric.module = None
     return result.metrics + accuracies + evaluation + method.extra_metrics(), result.restarts, result.earlier_wall_s
+
+
+def stage_main(spec: RunSpec, run_dir: str, s: int, plan: pipeline.StagePlan) -> None:
+    """Entry point of stage ``s``'s process of a module-parallel run (``bench.pipeline``): build the run as
+    the launcher did (same seed, same initial parameters), then train the stage's modules."""
+    plugins.load_plugins()  # a spawned process has not imported the plugins
+    folder = Path(run_dir)
+    logging.getLogger().addHandler(pipeline.stage_log(folder, s))
+    logging.getLogger().setLevel(logging.INFO)
+    progress.set_quiet(s > 0 or progress.is_quiet())
+    stop = StopFlag().install()
+    try:
+        run = prepare(resolve(spec), {}, stage=s, threads=plan.threads)
+    except Exception as err:  # the launcher built the same run: this is not bad input but a broken stage
+        pipeline.write_json(pipeline.outcome_path(folder, s), {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    pipeline.run_stage(run, folder, s, plan, stop)
 
 
 def features_in(method: Method, eval_cfg: EvalConfig, train_cfg: TrainConfig, device: torch.device) -> FeatureFn:
@@ -256,6 +281,7 @@ def provenance(resolved: Resolved, started: str) -> dict:
         "config_hash": resolved.config_hash,
         "started_at": started,
         "world_size": 1,
+        "stages": resolved.train.stages,
         "batch_size": resolved.train.batch_size,
         "host": record.host_name(),
         "plugins": " ".join(plugins.external()),

@@ -60,6 +60,19 @@ class TrainConfig:
     """CPU with glibc: after the warm-up steps, and while probing, keep memory freed by a step in the process
     heap for the next one instead of unmapping it and page-faulting it in again (``bench.measure.HeapReuse``):
     GIM's step at the stl10 memory preset took 1.85 s instead of 2.16 s. Memory is measured with it off."""
+    stages: int = bounded(1, 1)
+    """Module-parallel training: this many processes train the modules at once, each a contiguous group of
+    modules, streaming every batch's module outputs forward to the next (``bench.pipeline``). Local methods
+    only (per-module learners, one phase). Gives the same losses and results as one process, step for step.
+    On CPU each stage takes ``train.threads`` threads (0: the machine's cores shared out); on CUDA stage s
+    takes device s (mod the devices there are)."""
+    pipeline_depth: int = bounded(2, 1)
+    """Batches a stage may have sent and the next stage not yet received (the bound on batches in flight
+    between two stages); the results do not depend on it."""
+    stage_modules: tuple[tuple[int, ...], ...] = ()
+    """The modules of each stage, e.g. [[0], [1, 2]]: contiguous, in order, covering the modules the run
+    trains. Empty: balanced by each module's step time, measured by a short profiling pass before training
+    (recorded as rows ``profile_module_s`` and ``stage_of_module``)."""
     deterministic: bool = True
     """torch.use_deterministic_algorithms: bit-identical reruns and resumes (the loss's index backward is
     otherwise order-dependent across threads); turn off for speed on GPUs if exactness does not matter."""
@@ -105,7 +118,8 @@ class Batch:
     stream as it stands."""
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        """Samples in the batch (``x`` of a later stage of a pipeline is a module's output: by index then)."""
+        return self.x.shape[0] if self.index is None else self.index.shape[0]
 
 
 @dataclass

@@ -12,6 +12,10 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def bar(**kwargs) -> tqdm:
     """A tqdm bar, disabled when the run is quiet."""
     return tqdm(disable=_quiet or kwargs.pop("disable", False), dynamic_ncols=True, **kwargs)

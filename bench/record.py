@@ -30,6 +30,7 @@ COLUMNS = (
     "run_id", "experiment", "method", "variant", "task", "seed", "preset", "metric", "module", "epoch", "value",
     "status", "error", "method_version", "task_version", "git_sha", "git_dirty", "device", "torch_version",
     "config_hash", "started_at", "wall_s", "restarts", "world_size", "batch_size", "host", "plugins", "precision", "step",
+    "stages",
 )  # fmt: skip
 STATUS_OK, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_DIVERGED = "ok", "failed", "interrupted", "diverged"
 STATUS_DAMAGED = "damaged"

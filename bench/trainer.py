@@ -27,6 +27,7 @@ from bench import progress
 from bench.events import FOLDER as EVENTS_FOLDER
 from bench.events import EventWriter, NoEvents
 from bench.interfaces import Batch, Method, Metric, ModularEncoder, Task, TrainConfig
+from bench.local import ModuleClock
 from bench.measure import HeapReuse, PeakMemory, Throughput, precision
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Diverged(Exception):
 
     def __init__(self, module: int, step: int, what: str) -> None:
         super().__init__(f"module {module} {what} at step {step}")
-        self.module, self.step = module, step
+        self.module, self.step, self.what = module, step, what
 
 
 class StopFlag:
@@ -225,6 +226,11 @@ class StepMeter:
         self.speed.step_end(samples)
         self.phase_steps += 1
 
+    @property
+    def timed(self) -> bool:
+        """Whether the step begun is timed."""
+        return self.phase_steps >= self.warmup
+
 
 @dataclass
 class Curve:
@@ -264,14 +270,19 @@ class Trainer:
         self.curve = Curve(1, 1)
         self.last_val: tuple[tuple[int, int], dict[int, float]] | None = None
         """((phase, global step), losses) of the latest validation: an epoch's end reuses the curve's point."""
+        self.clock = ModuleClock(self.device) if self.method.local else None
+        self.method.clock = self.clock  # type: ignore[attr-defined]
+
+    def load(self, path: Path) -> TrainState:
+        return load_checkpoint(path, self.encoder, self.method) or TrainState()
 
     def save(self, path: Path, state: TrainState) -> None:
         save_checkpoint(path, self.encoder, self.method, state, time.perf_counter() - self.t0)
 
     def run(self) -> TrainResult:
-        path = self.run_dir / CHECKPOINT
-        state = load_checkpoint(path, self.encoder, self.method) or TrainState()
-        pos = state.position
+        path = self.checkpoint_path()
+        state = self.load(path)
+        self.position = pos = state.position
         if state.restarts:
             logging.getLogger("bench.run").info("resuming from checkpoint at step %d (restart %d)", pos.global_step, state.restarts)
         if pos.done or not self.method.trains:
@@ -328,15 +339,9 @@ class Trainer:
         pos, bs = state.position, self.cfg.batch_size
         perm = epoch_permutation(self.seed, pos.phase, pos.epoch, n)
         while pos.step < steps:
-            step_seed = seed_step(self.seed, pos.global_step)
-            gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
-            idx = perm[(pos.step * bs + torch.arange(bs)) % n]
-            batch = self.task.batch(split, idx, self.device, gen, augment=True)
-            batch.index, batch.seed = idx, step_seed
-            meter.step_begin()
-            began = time.perf_counter()
+            batch, began = self.train_batch(split, perm[(pos.step * bs + torch.arange(bs)) % n], meter)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                losses = self.method.train_step(batch, pos.phase)
+                losses = self.train_step(batch, pos.phase)
             meter.step_end(len(batch))
             check_health(state, losses, pos.global_step, lambda: self.save(path, state))
             self.curve.window_s += time.perf_counter() - began
@@ -350,12 +355,39 @@ class Trainer:
             bar.update(1)
             if pos.global_step % 10 == 1 or pos.step == steps:
                 bar.set_postfix({f"loss{m}": f"{float(v):.3f}" for m, v in losses.items()}, refresh=False)
-            if self.stop.requested:
+            if self.stopping():
                 self.save(path, state)
-                raise Interrupted(f"stopped by {self.stop.requested} at step {pos.global_step}; checkpoint saved")
+                raise Interrupted(f"stopped by {self.stop.requested or 'request'} at step {pos.global_step}; "
+                                  "checkpoint saved")  # fmt: skip
             if pos.global_step % self.cfg.checkpoint_every == 0:
                 self.save(path, state)
         self.close_epoch(state)
+
+    def train_batch(self, split: str, idx: torch.Tensor, meter: StepMeter) -> tuple[Batch, float]:
+        """The step's batch (samples ``idx`` of ``split``, augmented with the step's seed), and the time its
+        step began: the meter starts after the batch is made."""
+        step_seed = seed_step(self.seed, self.position.global_step)
+        gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
+        batch = self.task.batch(split, idx, self.device, gen, augment=True)
+        batch.index, batch.seed = idx, step_seed
+        meter.step_begin()
+        self.clock_step(meter)
+        return batch, time.perf_counter()
+
+    def clock_step(self, meter: StepMeter) -> None:
+        """A local method's module clock times the steps the throughput times."""
+        if self.clock is not None:
+            self.clock.active = meter.timed
+
+    def train_step(self, batch: Batch, phase: int) -> dict:
+        return self.method.train_step(batch, phase)
+
+    def stopping(self) -> bool:
+        """Whether to checkpoint and stop after the step just taken."""
+        return bool(self.stop.requested)
+
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT
 
     def curve_points(self, state: TrainState, phase_step: int) -> None:
         """After a phase's ``phase_step``-th step: the points of the loss curves that fall due (rows with
@@ -413,21 +445,30 @@ class Trainer:
         n, bs = self.task.split_size(split), self.cfg.batch_size
         sums: dict[int, float] = {}
         for b in range(self.cfg.val_batches):
-            step_seed = seed_step(self.seed, 10**9 + b)  # the same negatives and crops every epoch
-            gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
-            idx = (b * bs + torch.arange(bs)) % n
-            batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
-            batch.index, batch.seed = idx, step_seed
-            for m, v in self.method.val_losses(batch, phase).items():
+            for m, v in self.val_batch_losses(split, b, n, bs, phase).items():
                 sums[m] = sums.get(m, 0.0) + float(v) / self.cfg.val_batches
         self.last_val = ((phase, step), sums)
         return sums
+
+    def val_batch(self, split: str, b: int, n: int, bs: int) -> Batch:
+        """Validation batch ``b``: the same samples, negatives and crops at every point of the curve."""
+        step_seed = seed_step(self.seed, 10**9 + b)
+        gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
+        idx = (b * bs + torch.arange(bs)) % n
+        batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
+        batch.index, batch.seed = idx, step_seed
+        return batch
+
+    def val_batch_losses(self, split: str, b: int, n: int, bs: int, phase: int) -> dict[int, float]:
+        return self.method.val_losses(self.val_batch(split, b, n, bs), phase)
 
     def measurements(self, memory: PeakMemory, speed: Throughput) -> list[Metric]:
         out = [Metric("peak_mem_bytes", float(memory.peak_bytes()))]
         if speed.samples_per_s is not None:
             out.append(Metric("samples_per_s", speed.samples_per_s))
             out.append(Metric("s_per_step", speed.s_per_step or 0.0))
+        if self.clock is not None:
+            out += [Metric(f"module_{part}_s", s, module=m) for (m, part), s in self.clock.means().items()]
         return out
 
 
