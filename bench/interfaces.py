@@ -67,8 +67,8 @@ class TrainConfig:
     On CPU each stage takes ``train.threads`` threads (0: the machine's cores shared out); on CUDA stage s
     takes device s (mod the devices there are)."""
     pipeline_depth: int = bounded(2, 1)
-    """Batches a stage may have sent and the next stage not yet received (the bound on batches in flight
-    between two stages); the results do not depend on it."""
+    """Batches a stage may have queued for sending to the next stage before it waits (the transport may hold
+    a few more small ones in its buffers); the results do not depend on it."""
     stage_modules: tuple[tuple[int, ...], ...] = ()
     """The modules of each stage, e.g. [[0], [1, 2]]: contiguous, in order, covering the modules the run
     trains. Empty: balanced by each module's step time, measured by a short profiling pass before training

@@ -214,6 +214,9 @@ class StagePlan:
     threads: int
     profile_s: list[float] = field(default_factory=list)
     """Each module's profiled step time (empty when ``train.stage_modules`` placed them)."""
+    resume_step: int | None = None
+    """The step every stage resumes from (the latest that all of them saved), chosen by the launcher before
+    any stage starts: a stage that started first must not move it by saving a later one."""
 
     @property
     def stages(self) -> int:
@@ -242,7 +245,7 @@ class StageTrainer(Trainer):
         return stage_dir(self.run_dir, self.stage) / Path(CHECKPOINT).name
 
     def load(self, path: Path) -> TrainState:
-        step = common_step(self.run_dir, self.plan.stages)
+        step = self.plan.resume_step
         if step is None:
             return TrainState()
         state = load_checkpoint(stage_file(self.run_dir, self.stage, step), self.encoder, self.method)
@@ -433,7 +436,18 @@ def train(run, run_dir: Path, stop: StopFlag, entry: Callable) -> TrainResult:
     t0 = time.perf_counter()
     done = final_states(run_dir, cfg.stages)
     if done is None:
-        plan = make_plan(run)
+        resume = common_step(run_dir, cfg.stages)
+        saved = run_dir / STAGES / "plan.json"
+        if resume is not None and saved.is_file():  # the modules stay where their checkpoints are
+            plan = StagePlan(**json.loads(saved.read_text()))
+            plan.port = free_port()
+        else:
+            plan = make_plan(run)
+        plan.resume_step = resume
+        for s in range(cfg.stages):  # checkpoints past it are of steps the stages will take again
+            for path in stage_dir(run_dir, s).glob("step*.pt"):
+                if plan.resume_step is None or step_of(path) > plan.resume_step:
+                    path.unlink()
         write_json(run_dir / STAGES / "plan.json", asdict(plan))
         launch(run, run_dir, plan, stop, entry)
         done = final_states(run_dir, cfg.stages)
@@ -466,17 +480,17 @@ def launch(run, run_dir: Path, plan: StagePlan, stop: StopFlag, entry: Callable)
         p.start()
     log.info("started %d stages: %s (pids %s)", plan.stages, plan.groups, [p.pid for p in procs])
     forwarded = False
-    failed_at: float | None = None
-    culprit: int | None = None
+    ended: dict[int, float] = {}
+    """When each stage was first seen to have ended with an error or a signal."""
     try:
         while any(p.is_alive() for p in procs):
             if stop.requested and not forwarded and procs[0].is_alive():
                 os.kill(procs[0].pid, signal.SIGTERM)  # stage 0 marks its next batch the last one
                 forwarded = True
             for s, p in enumerate(procs):
-                if culprit is None and not p.is_alive() and p.exitcode != 0:
-                    culprit, failed_at = s, time.monotonic()
-            if failed_at is not None and time.monotonic() - failed_at > GRACE_S:
+                if s not in ended and not p.is_alive() and p.exitcode != 0:
+                    ended[s] = time.monotonic()
+            if ended and time.monotonic() - min(ended.values()) > GRACE_S:
                 break
             time.sleep(0.05)
     finally:
@@ -485,10 +499,10 @@ def launch(run, run_dir: Path, plan: StagePlan, stop: StopFlag, entry: Callable)
                 p.kill()
         for p in procs:
             p.join()
-    report(run_dir, plan, procs, culprit)
+    report(run_dir, plan, procs, ended)
 
 
-def report(run_dir: Path, plan: StagePlan, procs: list, culprit: int | None) -> None:
+def report(run_dir: Path, plan: StagePlan, procs: list, ended: dict[int, float]) -> None:
     """Raise for the run's outcome from the stages' exit codes and outcome files (nothing when all ok)."""
     outcomes = {}
     for s in range(plan.stages):
@@ -502,15 +516,18 @@ def report(run_dir: Path, plan: StagePlan, procs: list, culprit: int | None) -> 
         raise Diverged(first.module or 0, first.step or 0, first.what)
     if all(o is not None and o.status in ("ok", "interrupted") for o in outcomes.values()):
         raise Interrupted(next(o.error for o in outcomes.values() if o.status == "interrupted"))
-    s = culprit if culprit is not None else next(s for s, o in outcomes.items() if o is None or o.status == "failed")
-    outcome, code = outcomes[s], procs[s].exitcode
-    if outcome is None or outcome.status != "failed" or culprit is not None and code is not None and code < 0:
+    died = [s for s in range(plan.stages) if outcomes[s] is None or (procs[s].exitcode or 0) < 0]
+    if died:  # killed, or gone without a word: the others failed because it did
+        s = min(died, key=lambda s: ended.get(s, float("inf")))
+        code = procs[s].exitcode
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         raise StageFailed(f"stage {s} (modules {plan.groups[s]}, pid {procs[s].pid}) died: {how}; the other stages "
                           "were stopped; run the same command again to resume from the last checkpoint of every "
                           "stage")  # fmt: skip
-    raise StageFailed(f"stage {s} (modules {plan.groups[s]}) failed: {outcome.error} "
-                      f"(traceback in {outcome_path(run_dir, s).with_suffix('.log')})")  # fmt: skip
+    failed = [s for s, o in outcomes.items() if o is not None and o.status == "failed"]
+    s = min(failed, key=lambda s: ended.get(s, float("inf")))
+    raise StageFailed(f"stage {s} (modules {plan.groups[s]}) failed: {outcomes[s].error} "
+                      f"(traceback in {run_dir / STAGES / f'stage{s}.log'})")  # fmt: skip
 
 
 def merge(run, plan: StagePlan, payloads: list[dict]) -> TrainResult:
