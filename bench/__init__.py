@@ -24,10 +24,11 @@ from bench.interfaces import (  # noqa: E402
     Task,
     TrainConfig,
 )
+from bench.local import LocalMethod  # noqa: E402
 from bench.registry import METHODS, TASKS  # noqa: E402
 
 __all__ = [
-    "METHODS", "TASKS", "Method", "Task", "Batch", "Metric", "ModularEncoder", "ModuleOutput", "FeatureFn",
+    "METHODS", "TASKS", "Method", "LocalMethod", "Task", "Batch", "Metric", "ModularEncoder", "ModuleOutput", "FeatureFn",
     "TrainConfig", "EvalConfig", "ConfigError", "DataError", "bounded", "load_encoder",
 ]  # fmt: skip
 

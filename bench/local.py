@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bench.interfaces import Batch, Method, ModuleOutput
+from bench.interfaces import Batch, Method, ModularEncoder, ModuleOutput, Task
 from bench.measure import synchronize
+from bench.optim import adam
 
 PARTS = ("forward", "loss", "backward", "step")
 """The parts of a module's step that ``ModuleClock`` times (rows ``module_<part>_s``)."""
@@ -40,6 +41,15 @@ def module_stream(batch: Batch, module: int) -> None:
     when the batch carries no seed (a batch made by hand: the global stream as it stands)."""
     if batch.seed is not None:
         torch.manual_seed(module_seed(batch.seed, module))
+
+
+@torch.no_grad()
+def probe_outputs(encoder: ModularEncoder, task: Task, device: torch.device) -> list[ModuleOutput]:
+    """Module outputs for a tiny batch, to size the heads."""
+    was_training = encoder.training
+    outs = encoder.eval().forward_modules(task.example_input(2).to(device), detach=True)
+    encoder.train(was_training)
+    return outs
 
 
 @dataclass
@@ -85,8 +95,6 @@ class LocalMethod(Method):
 
     def __init__(self, config, encoder, task, device: torch.device) -> None:
         super().__init__(config, encoder, task, device)
-        from methods._heads import probe_outputs  # noqa: PLC0415  (the harness does not import methods at load)
-
         outs = probe_outputs(encoder, task, device)
         n = len(outs)
         self.trained = sorted(set(getattr(config, "train_modules", ()) or range(n)))
@@ -118,8 +126,6 @@ class LocalMethod(Method):
         return [*self.encoder.blocks[m].parameters(), *self.heads[m].parameters()]
 
     def make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        from methods._optim import adam  # noqa: PLC0415
-
         return adam(params, self.config.lr, getattr(self.config, "weight_decay", 0.0))
 
     def module_inputs(self, batch: Batch, first: int, last: int, z_in: torch.Tensor | None) -> Iterator[tuple[int, ModuleOutput]]:

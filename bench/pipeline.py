@@ -444,6 +444,8 @@ def train(run, run_dir: Path, stop: StopFlag, entry: Callable) -> TrainResult:
         else:
             plan = make_plan(run)
         plan.resume_step = resume
+        if resume is not None:
+            log.info("resuming from checkpoint at step %d (every stage; placement %s)", resume, plan.groups)
         for s in range(cfg.stages):  # checkpoints past it are of steps the stages will take again
             for path in stage_dir(run_dir, s).glob("step*.pt"):
                 if plan.resume_step is None or step_of(path) > plan.resume_step:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.interfaces import ModularEncoder, ModuleOutput, Task
+from bench.interfaces import Task
+from bench.local import probe_outputs  # noqa: F401  (re-exported for the methods)
 
 IGNORE = -100
 
@@ -31,15 +32,6 @@ def label_set(task: Task, name: str) -> str:
 
 def num_classes(task: Task, name: str) -> int:
     return int(task.num_classes_of(name))  # type: ignore[attr-defined]
-
-
-@torch.no_grad()
-def probe_outputs(encoder: ModularEncoder, task: Task, device: torch.device) -> list[ModuleOutput]:
-    """Module outputs for a tiny batch, to size the heads."""
-    was_training = encoder.training
-    outs = encoder.eval().forward_modules(task.example_input(2).to(device), detach=True)
-    encoder.train(was_training)
-    return outs
 
 
 def logits(head: nn.Linear, rep: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from bench.interfaces import Batch, Method, Metric, ModuleOutput
 from bench.registry import METHODS
 from methods._heads import probe_outputs
 from methods._infonce import GridPredictors, grid_infonce, offset_metric
-from methods._optim import adam
+from bench.optim import adam
 from methods._pixelcnn import PixelCNN
 
 

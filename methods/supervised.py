@@ -15,7 +15,7 @@ from torch import nn
 from bench.interfaces import Batch, Method
 from bench.registry import METHODS
 from methods._heads import head_loss, label_set, num_classes, probe_outputs
-from methods._optim import adam
+from bench.optim import adam
 
 
 @dataclass(frozen=True)

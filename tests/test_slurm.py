@@ -1,6 +1,7 @@
 """Against a real SLURM controller (start one here with `bash .ci/slurm-up.sh`).
 
-A small sweep goes out through the slurm executor as one job array. One running job is requeued by SLURM
+A small sweep goes out through the slurm executor as one job array; its GIM runs train on two stage
+processes each (``train.stages=2``), in the job. One running job is requeued by SLURM
 (`scontrol requeue`: SIGTERM, the run saves a checkpoint, SLURM starts the job again); another gets
 submitit's pre-timeout signal (SIGUSR2: the run saves, submitit requeues the job itself). Every run must
 finish with the rows of the same runs executed in this process, and `bench status` must show the restarts.
@@ -37,11 +38,12 @@ overrides:
 methods: [gim, random_init]
 tasks:
   synthetic_textures:
-    methods: {gim: {}, random_init: {}}
-slurm: {cpus_per_task: 1, mem_gb: 2, timeout_min: 10}
+    methods: {gim: {train: {stages: 2}}, random_init: {}}  # gim: two stage processes in one job
+slurm: {cpus_per_task: 2, mem_gb: 3, timeout_min: 10}
 """
 TIMING = {"wall_s", "samples_per_s", "s_per_step", "peak_mem_bytes", "eval_s", "eval_peak_mem_bytes",
-          "run_peak_mem_bytes"}  # measured, not computed
+          "run_peak_mem_bytes", "profile_module_s", "stage_of_module"}  # measured, not computed
+TIMED = ("module_", "idle_fraction", "peak_mem_bytes_stage", "samples_per_s_stage", "s_per_step_stage")
 
 
 def bench(*args: str | Path) -> subprocess.CompletedProcess:
@@ -60,9 +62,12 @@ def wait_for(what: str, check, timeout: float = 240, every: float = 0.2):
 
 
 def training(out: Path, run: sweep_state.PlannedRun) -> bool:
-    """The run has saved its first checkpoint and is still training (so a signal lands mid-training)."""
+    """The run has saved its first checkpoint (every stage, for a multi-stage run) and is still training (so
+    a signal lands mid-training)."""
     run_dir = out / run.run_id
-    return (run_dir / "checkpoints" / "last.pt").is_file() and not (run_dir / record.ROWS_FILE).exists()
+    saved = (run_dir / "checkpoints" / "last.pt").is_file() or all(
+        any((run_dir / "checkpoints" / f"stage{s}").glob("step*.pt")) for s in (0, 1))
+    return saved and not (run_dir / record.ROWS_FILE).exists()
 
 
 def pending(job_id: str) -> bool:
@@ -89,7 +94,7 @@ def metric_values(out: Path) -> dict:
     return {
         (r["run_id"], r["metric"], r["module"], r["epoch"]): r["value"]
         for r in rows
-        if r["metric"] not in TIMING
+        if r["metric"] not in TIMING and not r["metric"].startswith(TIMED)
     }
 
 

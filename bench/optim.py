@@ -1,4 +1,5 @@
-"""The optimiser every method uses: Adam, with PyTorch's fused kernel where it has one."""
+"""The optimiser every built-in method uses (and ``LocalMethod``'s default): Adam, with PyTorch's fused kernel
+where it has one."""
 
 from __future__ import annotations
 
