@@ -344,6 +344,8 @@ def run_stage(run, run_dir: Path, s: int, plan: StagePlan, stop: StopFlag) -> No
     outcome = StageOutcome("failed")
     try:
         comm = run.device if run.device.type == "cuda" else torch.device("cpu")
+        if comm.type == "cuda":
+            torch.cuda.set_device(comm)  # NCCL's communicator of this rank lives on the stage's device
         dist.init_process_group("nccl" if comm.type == "cuda" else "gloo", rank=s, world_size=plan.stages,
                                 init_method=f"tcp://127.0.0.1:{plan.port}", timeout=timedelta(minutes=30))  # fmt: skip
         trainer = StageTrainer(run.task, run.method, run.encoder, run.resolved.train, run.resolved.spec.seed,

@@ -66,8 +66,9 @@ def test_tensorboard_scalars_equal_the_rows(curve_run):
             points = row_points(rows, metric, m)
             assert len(points) >= 20
             assert event_points(run_dir, f"{metric}/module_{m}") == points
-    lr = event_points(run_dir, "lr")
-    assert len(lr) == 23 and all(v > 0 for _, v in lr)
+    for m in ("0", "1", "2"):  # one Adam per module (a per-module learner)
+        lr = event_points(run_dir, f"lr/module_{m}")
+        assert len(lr) == 23 and all(v > 0 for _, v in lr)
     assert all(v > 0 for _, v in event_points(run_dir, "samples_per_s"))
 
 

@@ -193,7 +193,7 @@ def test_a_changed_experiment_supersedes_the_old_runs_which_collect_leaves_out(t
     assert main(["sweep", str(path), "--executor", "debug", "--out", str(out), "--quiet"]) == 0
     (old_gim,) = {r["run_id"] for r in record.read_rows(out / "results.csv") if r["method"] == "gim"}
     changed = write(tmp_path, TINY.replace("methods: [random_init, gim]\n", "methods: {random_init: {}, "
-                                           "gim: {method: {lr: 0.002}}}\n", 1), "changed.yaml")  # fmt: skip
+                                           "gim: {method: {lr: 0.003}}}\n", 1), "changed.yaml")  # fmt: skip
     assert main(["sweep", str(changed), "--executor", "debug", "--out", str(out), "--quiet"]) == 0
     rows = record.read_rows(out / "results.csv")
     (new_gim,) = {r["run_id"] for r in rows if r["method"] == "gim"}
