@@ -80,8 +80,8 @@ def check_stages(cfg: TrainConfig, method: LocalMethod) -> None:
     if cfg.stages == 1 and not cfg.stage_modules:
         return
     if not method.local:
-        raise ConfigError(f"train.stages={cfg.stages}: method {method.name} trains the whole network at once; "
-                          "module-parallel stages need a local method (gim, greedy_supervised, ...)")  # fmt: skip
+        raise ConfigError(f"train.stages={cfg.stages}: method {type(method).__name__} trains the whole network at "
+                          "once; module-parallel stages need a local method (gim, greedy_supervised, ...)")  # fmt: skip
     if method.num_phases() > 1:
         raise ConfigError(f"train.stages={cfg.stages}: this run trains its modules one phase after another "
                           "(e.g. method.schedule=iterative); stages need every module training at once")  # fmt: skip
@@ -339,9 +339,12 @@ def outcome_path(run_dir: Path, s: int) -> Path:
 
 def run_stage(run, run_dir: Path, s: int, plan: StagePlan, stop: StopFlag) -> None:
     """Stage ``s``'s training (in its own process, ``run`` built there as the launcher built it): join the
-    group, train, write the stage's outcome; a stage that did not finish leaves its process at once (a peer
-    may be blocked on it: no waiting in the group's teardown)."""
+    group, train, write the stage's outcome. A stage that stopped on request first hands the next stage the
+    batch marked last and exits normally (the others are still saving their checkpoints: the launcher must
+    not stop them); a stage that failed leaves its process at once with an error (a peer may be blocked on
+    it: no waiting in the group's teardown)."""
     outcome = StageOutcome("failed")
+    trainer: StageTrainer | None = None
     try:
         comm = run.device if run.device.type == "cuda" else torch.device("cpu")
         if comm.type == "cuda":
@@ -361,7 +364,9 @@ def run_stage(run, run_dir: Path, s: int, plan: StagePlan, stop: StopFlag) -> No
         outcome = StageOutcome("failed", f"{type(err).__name__}: {err}")
     finally:
         write_json(outcome_path(run_dir, s), asdict(outcome))
-    if outcome.status != "ok":
+    if outcome.status == "interrupted" and trainer is not None and trainer.outbox is not None:
+        trainer.outbox.flush()  # the next stage needs the batch marked last to stop at the same step
+    if outcome.status not in ("ok", "interrupted"):
         logging.shutdown()
         os._exit(1)
     dist.destroy_process_group()

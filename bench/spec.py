@@ -100,6 +100,9 @@ def resolve(spec: RunSpec) -> Resolved:
     task = cfg.build(task_cls.Config, values.get("task", {}), "task")
     train = cfg.build(TrainConfig, values.get("train", {}), "train")
     evaluation = cfg.build(EvalConfig, values.get("eval", {}), "eval")
+    if train.stages > 1 and not method_cls.local:  # the rest of the placement is checked with the encoder built
+        raise cfg.ConfigError(f"train.stages={train.stages}: method {spec.method} trains the whole network at "
+                              "once; module-parallel stages need a local method (gim, greedy_supervised, ...)")  # fmt: skip
     as_dict = {
         "method": {"name": spec.method, "version": method_cls.version, **cfg.to_dict(method)},
         "task": {"name": spec.task, "version": task_cls.version, **cfg.to_dict(task)},
