@@ -494,7 +494,8 @@ def launch(run, run_dir: Path, plan: StagePlan, stop: StopFlag, entry: Callable)
     try:
         while any(p.is_alive() for p in procs):
             if stop.requested and not forwarded and procs[0].is_alive():
-                os.kill(procs[0].pid, signal.SIGTERM)  # stage 0 marks its next batch the last one
+                # the same signal (SIGUSR2 tells a SLURM job to requeue itself): stage 0 marks its next batch last
+                os.kill(procs[0].pid, getattr(signal, stop.requested, signal.SIGTERM))
                 forwarded = True
             for s, p in enumerate(procs):
                 if s not in ended and not p.is_alive() and p.exitcode != 0:
