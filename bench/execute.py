@@ -193,7 +193,7 @@ def stage_main(spec: RunSpec, run_dir: str, s: int, plan: pipeline.StagePlan) ->
     folder = Path(run_dir)
     logging.getLogger().addHandler(pipeline.stage_log(folder, s))
     logging.getLogger().setLevel(logging.INFO)
-    progress.set_quiet(s > 0 or progress.is_quiet())
+    progress.set_quiet(s > 0 or plan.quiet)
     stop = StopFlag().install()
     try:
         run = prepare(resolve(spec), {}, stage=s, threads=plan.threads)

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from bench import progress
 from bench.config import ConfigError
 from bench.interfaces import Batch, Metric, TrainConfig
 from bench.local import LocalMethod, ModuleClock, local_step, local_val
@@ -214,6 +215,8 @@ class StagePlan:
     threads: int
     profile_s: list[float] = field(default_factory=list)
     """Each module's profiled step time (empty when ``train.stage_modules`` placed them)."""
+    quiet: bool = False
+    """No progress bar in stage 0 either (``--quiet``)."""
     resume_step: int | None = None
     """The step every stage resumes from (the latest that all of them saved), chosen by the launcher before
     any stage starts: a stage that started first must not move it by saving a later one."""
@@ -419,7 +422,7 @@ def make_plan(run) -> StagePlan:
         groups = balanced(costs, cfg.stages)
         log.info("profiled module step times %s s: stages %s (predicted speed-up %.2fx)",
                  [round(c, 4) for c in costs], groups, predicted_speedup(costs, groups))  # fmt: skip
-    return StagePlan(groups, free_port(), threads, costs)
+    return StagePlan(groups, free_port(), threads, costs, progress.is_quiet())
 
 
 def profile_batch(run) -> Batch:
@@ -447,7 +450,7 @@ def train(run, run_dir: Path, stop: StopFlag, entry: Callable) -> TrainResult:
         saved = run_dir / STAGES / "plan.json"
         if resume is not None and saved.is_file():  # the modules stay where their checkpoints are
             plan = StagePlan(**json.loads(saved.read_text()))
-            plan.port = free_port()
+            plan.port, plan.quiet = free_port(), progress.is_quiet()
         else:
             plan = make_plan(run)
         plan.resume_step = resume
