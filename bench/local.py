@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from bench.interfaces import Batch, Method, ModularEncoder, ModuleOutput, Task
-from bench.measure import synchronize
 from bench.optim import adam
 
 PARTS = ("forward", "loss", "backward", "step")
@@ -54,25 +53,36 @@ def probe_outputs(encoder: ModularEncoder, task: Task, device: torch.device) -> 
 
 @dataclass
 class ModuleClock:
-    """Seconds per part of each module's step, summed over the steps it is active for (the timed steps)."""
+    """Seconds per part of each module's step, summed over the steps it is active for (the timed steps).
+
+    On CPU the parts are read off the clock; on CUDA they are timed with events (no synchronisation inside
+    a step, which would change what is measured), read back at the next step's start or at the end."""
 
     device: torch.device
     active: bool = False
     sums: dict[tuple[int, str], float] = field(default_factory=dict)
     steps: dict[int, int] = field(default_factory=dict)
     _t: float = 0.0
+    _events: list = field(default_factory=list)
 
     def start(self) -> None:
-        if self.active:
-            synchronize(self.device)
+        if not self.active:
+            return
+        if self.device.type == "cuda":
+            self._resolve()
+            self._events = [(None, None, self._event())]
+        else:
             self._t = time.perf_counter()
 
     def lap(self, module: int, part: str) -> None:
-        if self.active:
-            synchronize(self.device)
-            now = time.perf_counter()
-            self.sums[(module, part)] = self.sums.get((module, part), 0.0) + now - self._t
-            self._t = now
+        if not self.active:
+            return
+        if self.device.type == "cuda":
+            self._events.append((module, part, self._event()))
+            return
+        now = time.perf_counter()
+        self._add(module, part, now - self._t)
+        self._t = now
 
     def count(self, modules: list[int]) -> None:
         if self.active:
@@ -81,7 +91,23 @@ class ModuleClock:
 
     def means(self) -> dict[tuple[int, str], float]:
         """(module, part) -> mean seconds per step."""
+        self._resolve()
         return {(m, part): s / self.steps[m] for (m, part), s in sorted(self.sums.items()) if self.steps.get(m)}
+
+    def _add(self, module: int, part: str, seconds: float) -> None:
+        self.sums[(module, part)] = self.sums.get((module, part), 0.0) + seconds
+
+    def _event(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _resolve(self) -> None:
+        if len(self._events) > 1:
+            self._events[-1][2].synchronize()
+            for (_, _, before), (module, part, after) in zip(self._events, self._events[1:], strict=False):
+                self._add(module, part, before.elapsed_time(after) / 1000.0)
+        self._events = []
 
 
 class LocalMethod(Method):
