@@ -127,7 +127,7 @@ def predicted_speedup(costs: list[float], groups: list[list[int]]) -> float:
     return sum(costs) / slowest if slowest > 0 else 1.0
 
 
-def profile(method: LocalMethod, batch: Batch, steps: int = 3) -> list[float]:
+def profile(method: LocalMethod, batch: Batch, steps: int = 2) -> list[float]:
     """Each run module's mean step time (forward, loss, backward, optimiser step) over ``steps`` steps after
     one warm-up step, on a copy of the method (the run's parameters are not touched)."""
     twin = copy.deepcopy(method, memo={id(method.task): method.task})  # not the task's data

@@ -1,12 +1,12 @@
 """Module-parallel speed, measured back to back: GIM with ``train.stages=2`` (one thread per stage) against
 ``train.stages=1`` with one thread (the same work on one "device") and with two threads (the same cores).
 
-    python results/stages/measure.py --data-root DATA [--reps 3] [--steps 14] [--out results/stages]
+    python results/stages/measure.py --data-root DATA [--reps 3] [--tasks librispeech stl10] [--out results/stages]
 
 DATA holds ``librispeech/`` (e.g. a link to ../shared/data/librispeech) and ``stl10_binary/`` (the official
 files, or a fake copy in their layout: ``python -m tests.fixtures_stl10 DATA``). Each configuration runs in
 its own process, in alternating order, ``--reps`` times; every run's s/step is its timed steps' mean (after
-``--warmup`` steps; for stages, the last stage's step period, which includes waiting for its input). Writes
+the warm-up steps; for stages, the last stage's step period, which includes waiting for its input). Writes
 ``speed.csv`` (one row per run) and ``speed.md`` (means, ratios, and the speed-ups ``bench describe``
 predicts from FLOPs and the launcher predicts from its profiling pass) into ``--out``.
 """
@@ -31,10 +31,14 @@ CONFIGS = {  # name -> overrides
     "1 stage x 2 threads": ["train.stages=1", "train.threads=2"],
 }
 TASKS = {"librispeech": [], "stl10": ["task.verify_sizes=false"]}
+STEPS = {"librispeech": (12, 4), "stl10": (8, 3)}
+"""Steps per run and warm-up steps (not timed) by default: 8 and 5 timed steps (a paper-size STL-10 step takes
+seconds on one CPU thread)."""
 
 
 def one_run(task: str, sets: list[str], args: argparse.Namespace, out: Path) -> dict:
-    common = [f"train.steps_per_epoch={args.steps}", f"train.warmup_steps={args.warmup}", "train.checkpoint_every=1000",
+    steps, warmup = args.steps or STEPS[task][0], args.warmup or STEPS[task][1]
+    common = [f"train.steps_per_epoch={steps}", f"train.warmup_steps={warmup}", "train.checkpoint_every=1000",
               "train.tensorboard=false", *TASKS[task], *sets]  # fmt: skip
     cmd = [sys.executable, "-m", "bench", "run", "--method", "gim", "--task", task, "--preset", "memory",
            "--data-root", str(args.data_root), "--out", str(out), "--quiet"]  # fmt: skip
@@ -81,8 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=14)
-    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=0, help="steps per run (0: librispeech 12, stl10 8)")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed first steps (0: librispeech 4, stl10 3)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--set", action="append", default=[], help="extra overrides for every run (tests)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
