@@ -184,3 +184,29 @@ def test_sigterm_checkpoints_every_stage_at_one_step_and_resumes(tmp_path, unint
     rows = record.read_rows(rows_path)
     assert rows[0]["status"] == "ok"
     assert results(rows) == uninterrupted
+
+
+def test_describe_counts_flops_per_module_and_predicts_the_stages_speed_up():
+    from bench import plugins
+    from bench.describe import describe_task, module_flops
+
+    plugins.load_plugins()
+    resolved = resolve(RunSpec(method="gim", task="synthetic_speech", preset="smoke"))
+    encoder = resolved.task_cls(resolved.task, None, 0).build_encoder()
+    x = resolved.task_cls(resolved.task, None, 0).example_input(2)
+    with torch.no_grad():
+        flops = module_flops(encoder, x)
+    conv = encoder.blocks[0].conv  # Conv1d 1 -> 8, kernel 10, stride 5: 2 x out x in x kernel per output step
+    steps = (x.shape[-1] + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+    assert flops[0] == (2.0 * conv.out_channels * conv.in_channels * conv.kernel_size[0] * steps, False)
+    gru = encoder.blocks[-1].gru  # 3 gates x (input + hidden) x hidden multiply-adds per time step
+    with torch.no_grad():
+        steps = encoder.forward_modules(x, detach=True)[-2].z.shape[-1]
+    assert flops[-1] == (2.0 * 3 * (gru.input_size + gru.hidden_size) * gru.hidden_size * steps, False)
+
+    costs = [f for f, _ in flops]
+    text = describe_task(RunSpec(method="gim", task="synthetic_speech", preset="smoke",
+                                 overrides=parse_overrides(["train.stages=2"])))  # fmt: skip
+    groups = balanced(costs, 2)
+    assert f"2 stages: {predicted_speedup(costs, groups):.2f}x   modules {groups}" in text
+    assert "MFLOPs/sample" in text
