@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             for rep in range(args.reps):
@@ -100,13 +101,16 @@ def main() -> None:
                     row = {"config": name, "rep": rep, **one_run(task, CONFIGS[name], args, Path(tmp) / f"{task}{rep}{name}")}
                     rows.append(row)
                     print(f"{task:<12} rep {rep}  {name:<20} {row['s_per_step']:.3f} s/step", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "speed.csv").open("w", newline="") as fh:
+                    write_csv(args.out / "speed.csv", rows)  # after every run: an interrupted session keeps its rows
+    (args.out / "speed.md").write_text(summary(rows, args))
+    print(summary(rows, args))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / "speed.md").write_text(summary(rows, args))
-    print(summary(rows, args))
 
 
 def summary(rows: list[dict], args: argparse.Namespace) -> str:
