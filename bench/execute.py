@@ -144,8 +144,7 @@ def prepare(resolved: Resolved, base: dict, stage: int | None = None, threads: i
         if train_cfg.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         method = resolved.method_cls(resolved.method, encoder, task, device)
-        if method.local or train_cfg.stages > 1 or train_cfg.stage_modules:
-            pipeline.check_stages(train_cfg, method)  # type: ignore[arg-type]
+        pipeline.check_stages(train_cfg, method)  # type: ignore[arg-type]  (nothing to check for one stage)
     except ValueError as err:  # a plugin refusing its settings (e.g. method.train_modules out of range)
         if isinstance(err, ConfigError):
             raise
@@ -198,7 +197,8 @@ def stage_main(spec: RunSpec, run_dir: str, s: int, plan: pipeline.StagePlan) ->
     try:
         run = prepare(resolve(spec), {}, stage=s, threads=plan.threads)
     except Exception as err:  # the launcher built the same run: this is not bad input but a broken stage
-        pipeline.write_json(pipeline.outcome_path(folder, s), {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        outcome = pipeline.StageOutcome("failed", f"{type(err).__name__}: {err}")
+        pipeline.write_json(pipeline.outcome_path(folder, s), dataclasses.asdict(outcome))
         raise
     pipeline.run_stage(run, folder, s, plan, stop)
 

@@ -54,7 +54,7 @@ from bench.trainer import (
     TrainState,
     load_checkpoint,
     save_checkpoint,
-    seed_step,
+    seeded_batch,
 )
 
 log = logging.getLogger("bench.run")
@@ -430,11 +430,7 @@ def profile_batch(run) -> Batch:
     task, cfg = run.task, run.resolved.train
     split = task.pretrain_split(run.method.supervised)
     idx = torch.arange(cfg.batch_size) % task.split_size(split)
-    step_seed = seed_step(run.resolved.spec.seed, 0)
-    gen = torch.Generator(device=run.device).manual_seed(step_seed)
-    batch = task.batch(split, idx, run.device, gen, augment=True)
-    batch.index, batch.seed = idx, step_seed
-    return batch
+    return seeded_batch(task, split, idx, run.device, run.resolved.spec.seed, 0, augment=True)
 
 
 def train(run, run_dir: Path, stop: StopFlag, entry: Callable) -> TrainResult:

@@ -117,6 +117,18 @@ def seed_step(seed: int, global_step: int) -> int:
     return value
 
 
+def seeded_batch(task: Task, split: str, idx: torch.Tensor, device: torch.device, seed: int, step: int,
+                 augment: bool) -> Batch:  # fmt: skip
+    """Samples ``idx`` of ``split`` at step ``step`` of a run seeded ``seed``: the global generators reseeded
+    from (seed, step), the augmentation drawn from a generator of that seed, the batch carrying its indices and
+    the step's seed (each module's random stream derives from it)."""
+    step_seed = seed_step(seed, step)
+    gen = torch.Generator(device=device).manual_seed(step_seed)
+    batch = task.batch(split, idx, device, gen, augment=augment)
+    batch.index, batch.seed = idx, step_seed
+    return batch
+
+
 def epoch_permutation(seed: int, phase: int, epoch: int, n: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed((seed * 7_777 + phase * 1_009 + epoch) % (2**63 - 1))
     return torch.randperm(n, generator=gen)
@@ -366,10 +378,7 @@ class Trainer:
     def train_batch(self, split: str, idx: torch.Tensor, meter: StepMeter) -> tuple[Batch, float]:
         """The step's batch (samples ``idx`` of ``split``, augmented with the step's seed), and the time its
         step began: the meter starts after the batch is made."""
-        step_seed = seed_step(self.seed, self.position.global_step)
-        gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
-        batch = self.task.batch(split, idx, self.device, gen, augment=True)
-        batch.index, batch.seed = idx, step_seed
+        batch = seeded_batch(self.task, split, idx, self.device, self.seed, self.position.global_step, augment=True)
         meter.step_begin()
         self.clock_step(meter)
         return batch, time.perf_counter()
@@ -452,12 +461,8 @@ class Trainer:
 
     def val_batch(self, split: str, b: int, n: int, bs: int) -> Batch:
         """Validation batch ``b``: the same samples, negatives and crops at every point of the curve."""
-        step_seed = seed_step(self.seed, 10**9 + b)
-        gen = torch.Generator(device=self.device).manual_seed(torch.initial_seed())
-        idx = (b * bs + torch.arange(bs)) % n
-        batch: Batch = self.task.batch(split, idx, self.device, gen, augment=False)
-        batch.index, batch.seed = idx, step_seed
-        return batch
+        return seeded_batch(self.task, split, (b * bs + torch.arange(bs)) % n, self.device, self.seed, 10**9 + b,
+                            augment=False)  # fmt: skip
 
     def val_batch_losses(self, split: str, b: int, n: int, bs: int, phase: int) -> dict[int, float]:
         return self.method.val_losses(self.val_batch(split, b, n, bs), phase)

@@ -50,11 +50,13 @@ def one_run(task: str, sets: list[str], args: argparse.Namespace, out: Path) -> 
     if done.returncode or rows[0]["status"] != "ok":
         raise SystemExit(f"{task} {sets}: {rows[0]['status']} {rows[0]['error']}\n{done.stderr[-2000:]}")
     value = {(r["metric"], r["module"]): float(r["value"]) for r in rows if r["value"] not in ("", None)}
-    profile = [value[("profile_module_s", str(m))] for m in range(8) if ("profile_module_s", str(m)) in value]
+    by_module = sorted((int(r["module"]), r["metric"], float(r["value"])) for r in rows
+                       if r["metric"] in ("profile_module_s", "stage_of_module"))  # fmt: skip
+    profile = [v for _, metric, v in by_module if metric == "profile_module_s"]
     groups: dict[int, list[int]] = {}
-    for m in range(8):
-        if ("stage_of_module", str(m)) in value:
-            groups.setdefault(int(value[("stage_of_module", str(m))]), []).append(m)
+    for m, metric, v in by_module:
+        if metric == "stage_of_module":
+            groups.setdefault(int(v), []).append(m)
     return {
         "task": task, "s_per_step": value[("s_per_step", "")], "samples_per_s": value[("samples_per_s", "")],
         "peak_mem_bytes": value[("peak_mem_bytes", "")], "precision": rows[0]["precision"],
@@ -74,9 +76,9 @@ def flops_speedup(task: str, data_root: Path) -> tuple[float, list[list[int]]]:
 
     plugins.load_plugins()
     resolved = resolve(RunSpec(method="gim", task=task, preset="memory"))
-    encoder = resolved.task_cls(resolved.task, data_root, 0).build_encoder().eval()
+    task = resolved.task_cls(resolved.task, data_root, 0)
     with torch.no_grad():
-        costs = [f for f, _ in module_flops(encoder, resolved.task_cls(resolved.task, None, 0).example_input(1))]
+        costs = [f for f, _ in module_flops(task.build_encoder().eval(), task.example_input(1))]
     groups = balanced(costs, 2)
     return predicted_speedup(costs, groups), groups
 
